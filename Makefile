@@ -1,0 +1,27 @@
+# Two entry points: `make run` (the service on its embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test lint bench
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# A development key is made once, kept in .dev-key (git-ignored) and seeded at start.
+.dev-key: | $(BIN)/.installed
+	umask 077 && $(BIN)/flask --app app keys generate > $@
+
+run: $(BIN)/.installed .dev-key
+	@echo "API key (also in .dev-key): $$(cat .dev-key)"
+	APIKEYS_BOOTSTRAP_KEY=$$(cat .dev-key) $(BIN)/flask --app app run --port $(PORT)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest

@@ -1,0 +1,1 @@
+"""API keys for the charge-point platform: issue, list, revoke and verify."""

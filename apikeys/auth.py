@@ -1,0 +1,78 @@
+"""Authentication of HTTP requests: which key a request presents and what it may do."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable, Mapping
+
+from flask import current_app, g, request
+
+from apikeys.errors import Forbidden, Unauthorized
+from apikeys.verification import Principal, verify
+
+#: OpenAPI security requirement: either header authenticates.
+SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+SECURITY_SCHEMES = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer <key>",
+    },
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def presented_secret(headers: Mapping[str, str]) -> str | None:
+    """The key in ``Authorization: Bearer`` or ``X-API-Key``; None if absent or ambiguous."""
+    authorization = headers.get("Authorization")
+    api_key = headers.get("X-API-Key")
+    bearer = None
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        bearer = token.strip()
+    if bearer is not None and api_key is not None:
+        # Two different keys on one request: refuse rather than guess.
+        return bearer if hmac.compare_digest(bearer.encode(), api_key.strip().encode()) else None
+    return bearer or (api_key.strip() if api_key else None)
+
+
+def current_principal() -> Principal | None:
+    """The request's principal, verified once per request and remembered."""
+    if "principal" not in g:
+        g.principal = verify(
+            presented_secret(request.headers),
+            current_app.config["LAST_USED_INTERVAL_SECONDS"],
+        )
+    return g.principal
+
+
+def principal() -> Principal:
+    """The principal of a request that ``requires`` has already let through."""
+    return g.principal
+
+
+def authorize(scope: str) -> Principal:
+    """The request's principal if it holds ``scope``; Unauthorized or Forbidden otherwise."""
+    caller = current_principal()
+    if caller is None:
+        raise Unauthorized()
+    if scope not in caller.scopes:
+        raise Forbidden(f"Your key lacks the required scope {scope}")
+    return caller
+
+
+def requires(scope: str) -> Callable:
+    """Decorate a view so that it runs only for a key holding ``scope``."""
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            authorize(scope)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

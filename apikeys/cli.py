@@ -1,0 +1,101 @@
+"""The operator's commands (``flask --app app ...``): JSON on stdout, errors on stderr."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+
+import click
+from flask.cli import AppGroup
+from peewee import IntegrityError
+
+from apikeys import crypto, db, scopes, service
+from apikeys.errors import ServiceError
+from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
+
+orgs = AppGroup("orgs", help="Organizations.")
+keys = AppGroup("keys", help="API keys.")
+database = AppGroup("db", help="The database schema.")
+
+
+def _emit(payload: object) -> None:
+    click.echo(json.dumps(payload))
+
+
+def _user_errors(command: Callable) -> Callable:
+    """A user's mistake becomes one line on stderr and exit status 1, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ServiceError as error:
+            raise click.ClickException(error.message) from None
+
+    return wrapper
+
+
+@orgs.command("create")
+@click.argument("name")
+@_user_errors
+def create_org(name: str) -> None:
+    """Create an organization."""
+    try:
+        organization = service.create_organization(name)
+    except IntegrityError:
+        raise click.ClickException(f"An organization named {name!r} already exists") from None
+    _emit({"id": organization.id, "name": organization.name})
+
+
+@keys.command("create")
+@click.option("--org", "org", required=True, help="The organization's id or name.")
+@click.option("--name", required=True)
+@click.option("--scope", "scope_list", multiple=True, help="Repeat for each scope.")
+@click.option("--all-scopes", is_flag=True, help="Grant every scope.")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
+@_user_errors
+def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
+    """Create a key and print it, secret included (shown only this once)."""
+    requested = scopes.SCOPES if all_scopes else scope_list
+    if not requested:
+        raise click.UsageError("Give at least one --scope, or --all-scopes")
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise click.UsageError("--name must be 1 to 128 characters")
+    organization = service.find_organization(org)
+    issued = service.create_key(organization.id, name, requested, expires_in_days)
+    _emit(ApiKeyCreatedSchema().dump(issued))
+
+
+@keys.command("list")
+@click.option("--org", "org", required=True, help="The organization's id or name.")
+@_user_errors
+def list_keys(org: str) -> None:
+    """List an organization's live keys, newest first."""
+    found = service.list_keys(service.find_organization(org).id)
+    _emit(ApiKeyListSchema().dump({"data": found, "total": len(found)}))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_user_errors
+def revoke_key(key_id: str) -> None:
+    """Revoke a key for good."""
+    service.revoke_any(key_id)
+    _emit({"id": key_id, "revoked": True})
+
+
+@keys.command("generate")
+def generate_key() -> None:
+    """Print a fresh, valid secret that is not stored (for APIKEYS_BOOTSTRAP_KEY)."""
+    click.echo(crypto.generate_secret())
+
+
+@database.command("upgrade")
+def upgrade() -> None:
+    """Apply pending migrations."""
+    _emit({"applied": db.migrate()})
+
+
+COMMANDS = (orgs, keys, database)

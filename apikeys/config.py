@@ -1,0 +1,51 @@
+"""Settings from the environment, read in one place with typed defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from limits import parse_many
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot start with."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The service's settings: the environment over the embedded defaults."""
+    return {
+        "DATABASE_URL": env.get("DATABASE_URL") or "sqlite:///apikeys.db",
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "RATE_LIMIT_PER_KEY": env.get("RATE_LIMIT_PER_KEY") or "1000/minute",
+        "RATE_LIMIT_FAILED_AUTH": env.get("RATE_LIMIT_FAILED_AUTH") or "60/minute",
+        "LAST_USED_INTERVAL_SECONDS": _int(env, "LAST_USED_INTERVAL_SECONDS", 60),
+        "APIKEYS_BOOTSTRAP_KEY": env.get("APIKEYS_BOOTSTRAP_KEY") or None,
+        "APIKEYS_BOOTSTRAP_ORG": env.get("APIKEYS_BOOTSTRAP_ORG") or "default",
+        # Request bodies are a name, a few scopes and a number: 64 KiB is generous.
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+    }
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Refuse to start on a setting that would only fail later, at request time."""
+    for name in ("RATE_LIMIT_PER_KEY", "RATE_LIMIT_FAILED_AUTH"):
+        try:
+            parse_many(config[name])
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a rate limit such as '1000/minute', got {config[name]!r}"
+            ) from None
+    if config["LAST_USED_INTERVAL_SECONDS"] < 0:
+        raise ConfigError("LAST_USED_INTERVAL_SECONDS must not be negative")

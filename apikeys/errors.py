@@ -1,0 +1,149 @@
+"""The service's errors and the one path by which every error leaves as JSON.
+
+Every response error is ``{"error": {"code": ..., "message": ...}}``, optionally with
+``details``: domain errors, werkzeug's HTTP errors (404, 405, 413, the 429 of the rate
+limiter) and uncaught exceptions alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A failure the caller can act on; ``status`` and ``code`` say how it reads over HTTP."""
+
+    status = 400
+    code = "invalid_request"
+    message = "The request is invalid"
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str | None = None, details: Any = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+
+
+class InvalidRequest(ServiceError):
+    pass
+
+
+class InvalidScope(ServiceError):
+    code = "invalid_scope"
+    message = "One or more scopes are not recognized"
+
+
+class NameTaken(ServiceError):
+    code = "name_taken"
+    message = "A key with this name already exists in your organization"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+    # One message for missing, malformed, unknown, expired and revoked keys alike.
+    message = "Missing or invalid API key"
+    headers = {"WWW-Authenticate": 'Bearer realm="api"'}
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+    message = "Your key lacks the required scope for this operation"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+    message = "The specified resource does not exist"
+
+
+class OrganizationNotFound(NotFound):
+    message = "No such organization"
+
+
+class KeyNotFound(NotFound):
+    message = "The specified key_id does not exist"
+
+
+#: The error code for each HTTP status that werkzeug or a library may raise.
+_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+_MESSAGES = {
+    404: "No such endpoint",
+    405: "This endpoint does not accept that method",
+    413: "The request body is too large",
+    429: "Too many requests; back off and retry after the time in Retry-After",
+    500: "Internal error",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: Any = None
+) -> Response:
+    """The one place an error body is written."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    response = jsonify({"error": error})
+    response.status_code = status
+    response.headers.extend(headers or {})
+    return response
+
+
+def _validation_details(data: dict[str, Any]) -> Any:
+    """webargs reports ``{"json": {...}}``; callers only need the field errors."""
+    messages = data.get("messages") or data.get("errors") or {}
+    fields = messages.get("json", messages) if isinstance(messages, dict) else messages
+    return fields if isinstance(fields, dict) else {"body": fields}
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    data = getattr(error, "data", None)
+    if status in (400, 422) and data:
+        return error_response(
+            400,
+            "invalid_request",
+            "The request is invalid; see details",
+            details=_validation_details(data),
+        )
+    code = _CODES.get(status) or ("invalid_request" if status < 500 else "internal_error")
+    message = _MESSAGES.get(status) or error.description or code
+    if status == 400:
+        message = "The request could not be read (malformed JSON or headers?)"
+    # Keep what the protocol needs (Allow on 405, for instance), drop the HTML content type.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return error_response(status, code, message, headers=headers)
+
+
+def handle_service_error(error: ServiceError) -> Response:
+    return error_response(
+        error.status, error.code, error.message, error.details, headers=error.headers
+    )
+
+
+def handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", _MESSAGES[500])
+
+
+def init_app(app: Flask) -> None:
+    # HTTPException is registered by the Api subclass in app.py, which routes it here.
+    app.register_error_handler(ServiceError, handle_service_error)
+    app.register_error_handler(Exception, handle_unexpected)

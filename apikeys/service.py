@@ -1,0 +1,78 @@
+"""What the API and the CLI can do with keys, with every rule applied in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from peewee import DoesNotExist
+
+from apikeys import crypto, scopes
+from apikeys.db import database
+from apikeys.errors import InvalidRequest, KeyNotFound, NameTaken, OrganizationNotFound
+from apikeys.models import ApiKey, IssuedKey, Organization
+
+
+def create_organization(name: str) -> Organization:
+    return Organization.create(name=name)
+
+
+def find_organization(id_or_name: str) -> Organization:
+    """An organization by its id or, failing that, its name."""
+    try:
+        return Organization.get((Organization.id == id_or_name) | (Organization.name == id_or_name))
+    except DoesNotExist:
+        raise OrganizationNotFound(f"No organization with id or name {id_or_name!r}") from None
+
+
+def create_key(
+    organization_id: str,
+    name: str,
+    requested_scopes: Iterable[str],
+    expires_in_days: int | None = None,
+    grantor_scopes: Iterable[str] | None = None,
+) -> IssuedKey:
+    """Issue a key; a grantor (the calling key) can only hand out scopes it holds."""
+    granted = scopes.normalize(requested_scopes)
+    if grantor_scopes is not None:
+        scopes.ensure_grantable(granted, grantor_scopes)
+    return ApiKey.issue(organization_id, name, granted, expires_in_days)
+
+
+def list_keys(organization_id: str) -> list[ApiKey]:
+    return list(ApiKey.live(organization_id))
+
+
+def get_key(organization_id: str, key_id: str) -> ApiKey:
+    return ApiKey.find(organization_id, key_id)
+
+
+def revoke_key(organization_id: str, key_id: str) -> None:
+    ApiKey.revoke(organization_id, key_id)
+
+
+def revoke_any(key_id: str) -> None:
+    """Revoke a key of any organization (the operator's CLI)."""
+    api_key = ApiKey.get_or_none(ApiKey.id == key_id)
+    if api_key is None:
+        raise KeyNotFound(f"No live key with id {key_id!r}")
+    ApiKey.revoke(api_key.organization_id, key_id)
+
+
+def bootstrap(secret: str, organization_name: str) -> None:
+    """Seed ``secret`` with every scope, once: a key that exists (even revoked) is left alone."""
+    if not crypto.is_well_formed(secret):
+        raise InvalidRequest(
+            "APIKEYS_BOOTSTRAP_KEY is not a valid key; "
+            "make one with `flask --app app keys generate`"
+        )
+    with database.connection_context(), database.atomic():
+        if ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret)).exists():
+            return
+        organization = Organization.ensure(organization_name)
+        name = f"bootstrap {crypto.hint(secret)}"
+        try:
+            ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
+        except NameTaken:
+            # Another worker seeded the same key a moment ago: that is the goal.
+            if not ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret)).exists():
+                raise

@@ -1,0 +1,62 @@
+"""The one place the service is assembled: ``flask --app app`` finds ``create_app``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import flask_smorest
+from flask import Flask
+
+from apikeys import config as settings
+from apikeys import db, errors, ratelimit, service
+from apikeys.auth import SECURITY_SCHEMES
+from schemas.errors import ErrorSchema
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest, answering its errors in the service's error shape."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error):
+        return errors.handle_http_exception(error)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service: settings from the environment, overridden by ``config``."""
+    app = Flask(__name__)
+    app.config.from_mapping(
+        API_TITLE="Charge-point platform API keys",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    )
+    app.config.update(settings.from_environment())
+    app.config.update(config or {})
+    settings.validate(app.config)
+    app.json.sort_keys = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    db.init(app.config["DATABASE_URL"])
+    db.migrate()
+    if app.config["APIKEYS_BOOTSTRAP_KEY"]:
+        service.bootstrap(app.config["APIKEYS_BOOTSTRAP_KEY"], app.config["APIKEYS_BOOTSTRAP_ORG"])
+
+    db.init_app(app)
+    errors.init_app(app)
+    ratelimit.init_app(app)
+    api = Api(app, spec_kwargs={"components": {"securitySchemes": SECURITY_SCHEMES}})
+
+    from apikeys.cli import COMMANDS
+    from apikeys.routes import api_keys, health
+
+    api.register_blueprint(api_keys.blp)
+    api.register_blueprint(health.blp)
+    for command in COMMANDS:
+        app.cli.add_command(command)
+    return app

@@ -1,0 +1,39 @@
+"""Fields stricter than marshmallow's defaults."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from marshmallow import ValidationError, fields
+
+#: RFC 3339, UTC, second precision, ``Z`` suffix; stored datetimes are naive UTC.
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class Timestamp(fields.DateTime):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(format=RFC3339, **kwargs)
+
+
+class StrictInteger(fields.Integer):
+    """An integer that refuses strings, floats and booleans."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Label(fields.String):
+    """A human label: trimmed, not blank, no control characters."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not value:
+            raise ValidationError("Must not be blank.")
+        if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
+            raise ValidationError("Must not contain control characters.")
+        return value

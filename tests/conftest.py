@@ -1,0 +1,133 @@
+"""Each test builds its own world: a fresh app on a fresh database, Redis flushed."""
+
+from __future__ import annotations
+
+import secrets
+
+import psycopg
+import pytest
+import redis
+
+from apikeys import db, scopes, service
+from apikeys.models import Organization
+from app import create_app
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "RATE_LIMIT_PER_KEY",
+    "RATE_LIMIT_FAILED_AUTH",
+    "LAST_USED_INTERVAL_SECONDS",
+    "APIKEYS_BOOTSTRAP_KEY",
+    "APIKEYS_BOOTSTRAP_ORG",
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_databases: run the test on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc):
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_databases"
+    ):
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """The developer's own settings never leak into a test."""
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def redis_client():
+    """The real Redis on this machine, own database, flushed; a missing Redis fails the test."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL schema of the test's own, dropped afterwards."""
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
+    if db.database.obj is not None:
+        db.database.close_all()
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def database_url(request, tmp_path):
+    """SQLite by default; PostgreSQL too for tests marked ``both_databases``."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'apikeys.db'}"
+
+
+@pytest.fixture
+def settings(database_url, redis_client):
+    """The test app's configuration; a test may change it before asking for ``app``."""
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "RATELIMIT_KEY_PREFIX": "test",
+    }
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    yield app
+    db.database.close_all()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def org(app):
+    return Organization.create(name="acme")
+
+
+@pytest.fixture
+def other_org(app):
+    return Organization.create(name="globex")
+
+
+@pytest.fixture
+def make_key(app, org):
+    """Issue a key straight in the store; returns the IssuedKey (``.key`` is the secret)."""
+
+    def make(name=None, key_scopes=scopes.SCOPES, organization=None, expires_in_days=None):
+        return service.create_key(
+            (organization or org).id,
+            name or "key-" + secrets.token_hex(4),
+            key_scopes,
+            expires_in_days,
+        )
+
+    return make
+
+
+@pytest.fixture
+def admin(make_key):
+    """A key of ``org`` with every scope."""
+    return make_key(name="admin")
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
