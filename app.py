@@ -49,12 +49,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     errors.init_app(app)
-    ratelimit.init_app(app)
     api = Api(app, spec_kwargs={"components": {"securitySchemes": SECURITY_SCHEMES}})
 
     from apikeys.cli import COMMANDS
     from apikeys.routes import api_keys, health
 
+    ratelimit.init_app(app, guarded=[api_keys.blp])
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(health.blp)
     for command in COMMANDS:

@@ -16,18 +16,6 @@ from flask_limiter.util import get_remote_address
 
 from apikeys.auth import current_principal
 
-limiter = Limiter(
-    key_func=get_remote_address,
-    headers_enabled=True,
-    header_name_mapping={
-        HeaderNames.LIMIT: "RateLimit-Limit",
-        HeaderNames.REMAINING: "RateLimit-Remaining",
-        HeaderNames.RESET: "RateLimit-Reset",
-    },
-    in_memory_fallback_enabled=True,
-    swallow_errors=True,
-)
-
 
 def _key_id() -> str:
     return current_principal().key_id
@@ -41,7 +29,7 @@ def _anonymous() -> bool:
     return current_principal() is None
 
 
-def guard(blueprint: Blueprint) -> None:
+def _guard(limiter: Limiter, blueprint: Blueprint) -> None:
     """Apply the per-key and the failed-authentication limits to every route of ``blueprint``."""
     # Shared scopes: one budget per key (or address) across all guarded blueprints.
     limiter.shared_limit(
@@ -72,7 +60,23 @@ def _standard_headers(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
+    """Rate-limit the ``guarded`` blueprints of ``app``.
+
+    One Limiter per app: flask-limiter keeps the first app's key prefix and strategy in
+    the instance, so a shared one would let one app's settings leak into the next.
+    """
+    limiter = Limiter(
+        key_func=get_remote_address,
+        headers_enabled=True,
+        header_name_mapping={
+            HeaderNames.LIMIT: "RateLimit-Limit",
+            HeaderNames.REMAINING: "RateLimit-Remaining",
+            HeaderNames.RESET: "RateLimit-Reset",
+        },
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
+    )
     if app.config["REDIS_URL"]:
         app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
         # Fail fast when Redis hangs rather than holding the request.
@@ -84,3 +88,6 @@ def init_app(app: Flask) -> None:
     # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
     app.after_request(_standard_headers)
     limiter.init_app(app)
+    for blueprint in guarded:
+        _guard(limiter, blueprint)
+    return limiter

@@ -44,13 +44,19 @@ def clean_environment(monkeypatch):
 
 
 @pytest.fixture
-def redis_client():
-    """The real Redis on this machine, own database, flushed; a missing Redis fails the test."""
+def redis_prefix():
+    """The test's own key prefix in Redis, so that concurrent test runs never share counters."""
+    return "test-" + secrets.token_hex(6)
+
+
+@pytest.fixture
+def redis_client(redis_prefix):
+    """The real Redis on this machine; a missing Redis fails the test, never skips it."""
     client = redis.Redis.from_url(REDIS_URL)
     client.ping()
-    client.flushdb()
     yield client
-    client.flushdb()
+    for key in client.scan_iter(f"*{redis_prefix}*"):
+        client.delete(key)
     client.close()
 
 
@@ -76,13 +82,13 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
-def settings(database_url, redis_client):
+def settings(database_url, redis_client, redis_prefix):
     """The test app's configuration; a test may change it before asking for ``app``."""
     return {
         "TESTING": True,
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
-        "RATELIMIT_KEY_PREFIX": "test",
+        "RATELIMIT_KEY_PREFIX": redis_prefix,
     }
 
 

@@ -3,7 +3,7 @@
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from apikeys import ratelimit, service
+from apikeys import service
 from apikeys.auth import principal
 from apikeys.routes import protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
@@ -20,7 +20,6 @@ blp = Blueprint(
     url_prefix="/api/v1/org/api-keys",
     description="Your organization's API keys.",
 )
-ratelimit.guard(blp)
 
 
 @blp.route("")
