@@ -8,11 +8,13 @@ from collections.abc import Callable
 
 import click
 from flask.cli import AppGroup
+from marshmallow import ValidationError, validate
 from peewee import IntegrityError
 
 from apikeys import crypto, db, scopes, service
 from apikeys.errors import ServiceError
 from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
+from schemas.fields import Label
 
 orgs = AppGroup("orgs", help="Organizations.")
 keys = AppGroup("keys", help="API keys.")
@@ -21,6 +23,14 @@ database = AppGroup("db", help="The database schema.")
 
 def _emit(payload: object) -> None:
     click.echo(json.dumps(payload))
+
+
+def _label(value: str, option: str) -> str:
+    """A name by the API's rules: trimmed, 1 to 128 characters, no control characters."""
+    try:
+        return Label(validate=validate.Length(min=1, max=128)).deserialize(value)
+    except ValidationError as error:
+        raise click.UsageError(f"{option}: {' '.join(error.messages)}") from None
 
 
 def _user_errors(command: Callable) -> Callable:
@@ -41,6 +51,7 @@ def _user_errors(command: Callable) -> Callable:
 @_user_errors
 def create_org(name: str) -> None:
     """Create an organization."""
+    name = _label(name, "NAME")
     try:
         organization = service.create_organization(name)
     except IntegrityError:
@@ -60,9 +71,7 @@ def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
     requested = scopes.SCOPES if all_scopes else scope_list
     if not requested:
         raise click.UsageError("Give at least one --scope, or --all-scopes")
-    name = name.strip()
-    if not name or len(name) > 128:
-        raise click.UsageError("--name must be 1 to 128 characters")
+    name = _label(name, "--name")
     organization = service.find_organization(org)
     issued = service.create_key(organization.id, name, requested, expires_in_days)
     _emit(ApiKeyCreatedSchema().dump(issued))

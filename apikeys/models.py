@@ -80,6 +80,18 @@ class ApiKey(BaseModel):
     revoked_at = DateTimeField(null=True)
 
     @classmethod
+    def update(cls, __data=None, **update):
+        """An UPDATE; one that sets ``revoked_at`` only reaches live keys: revocation is final.
+
+        ``save()`` goes through here too, so neither an explicit ``revoked_at = None`` nor a
+        stale instance saved after a revocation can bring a revoked key back.
+        """
+        query = super().update(__data, **update)
+        if cls.revoked_at in query._update:
+            query = query.where(cls.revoked_at.is_null())
+        return query
+
+    @classmethod
     def issue(
         cls,
         organization_id: str,
@@ -120,6 +132,7 @@ class ApiKey(BaseModel):
     @classmethod
     def find(cls, organization_id: str, key_id: str) -> ApiKey:
         """One live key of the organization; another organization's key is simply not found."""
+        _ensure_plausible(key_id)
         api_key = cls.live(organization_id).where(cls.id == key_id).first()
         if api_key is None:
             raise KeyNotFound()
@@ -128,6 +141,7 @@ class ApiKey(BaseModel):
     @classmethod
     def revoke(cls, organization_id: str, key_id: str) -> None:
         """Revoke for good: only a live key can be revoked, and nothing un-revokes it."""
+        _ensure_plausible(key_id)
         revoked = (
             cls.update(revoked_at=utcnow())
             .where(
@@ -139,3 +153,9 @@ class ApiKey(BaseModel):
         )
         if not revoked:
             raise KeyNotFound()
+
+
+def _ensure_plausible(key_id: str) -> None:
+    """An id with a NUL byte is no key's (PostgreSQL cannot even compare it): not found."""
+    if "\x00" in key_id:
+        raise KeyNotFound()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from peewee import DoesNotExist
-
 from apikeys import crypto, scopes
+from apikeys.config import ConfigError
 from apikeys.db import database
-from apikeys.errors import InvalidRequest, KeyNotFound, NameTaken, OrganizationNotFound
+from apikeys.errors import KeyNotFound, NameTaken, OrganizationNotFound
 from apikeys.models import ApiKey, IssuedKey, Organization
 
 
@@ -18,10 +17,12 @@ def create_organization(name: str) -> Organization:
 
 def find_organization(id_or_name: str) -> Organization:
     """An organization by its id or, failing that, its name."""
-    try:
-        return Organization.get((Organization.id == id_or_name) | (Organization.name == id_or_name))
-    except DoesNotExist:
-        raise OrganizationNotFound(f"No organization with id or name {id_or_name!r}") from None
+    organization = Organization.get_or_none(Organization.id == id_or_name) or (
+        Organization.get_or_none(Organization.name == id_or_name)
+    )
+    if organization is None:
+        raise OrganizationNotFound(f"No organization with id or name {id_or_name!r}")
+    return organization
 
 
 def create_key(
@@ -52,7 +53,7 @@ def revoke_key(organization_id: str, key_id: str) -> None:
 
 def revoke_any(key_id: str) -> None:
     """Revoke a key of any organization (the operator's CLI)."""
-    api_key = ApiKey.get_or_none(ApiKey.id == key_id)
+    api_key = ApiKey.get_or_none(ApiKey.id == key_id, ApiKey.revoked_at.is_null())
     if api_key is None:
         raise KeyNotFound(f"No live key with id {key_id!r}")
     ApiKey.revoke(api_key.organization_id, key_id)
@@ -61,7 +62,7 @@ def revoke_any(key_id: str) -> None:
 def bootstrap(secret: str, organization_name: str) -> None:
     """Seed ``secret`` with every scope, once: a key that exists (even revoked) is left alone."""
     if not crypto.is_well_formed(secret):
-        raise InvalidRequest(
+        raise ConfigError(
             "APIKEYS_BOOTSTRAP_KEY is not a valid key; "
             "make one with `flask --app app keys generate`"
         )

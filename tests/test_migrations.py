@@ -1,0 +1,138 @@
+"""Versioned migrations: applied at start, by ``flask db upgrade``, and once under a race."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from typing import Any
+
+import pytest
+
+from apikeys import db
+from apikeys.errors import NameTaken
+from apikeys.models import ApiKey, Organization
+from app import create_app
+
+pytestmark = pytest.mark.both_databases
+
+MIGRATIONS = sorted(path.stem for path in db.MIGRATIONS.glob("[0-9]*.py"))
+
+
+def run_concurrently(target: Callable, calls: Sequence[tuple]) -> list[tuple[str, Any]]:
+    """``target(*args)`` in one forked process per call, all released at once.
+
+    Returns ``("ok", result)`` or ``("error", "Type: message")`` per process.
+    """
+    # A connection inherited across fork would be shared with the children.
+    if db.database.obj is not None:
+        db.database.close_all()
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(len(calls))
+    outcomes = context.Queue()
+    processes = [
+        context.Process(target=_released, args=(barrier, outcomes, target, args)) for args in calls
+    ]
+    for process in processes:
+        process.start()
+    results = [outcomes.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    return results
+
+
+def _released(barrier, outcomes, target: Callable, args: tuple) -> None:
+    try:
+        barrier.wait(timeout=30)
+        outcomes.put(("ok", target(*args)))
+    except BaseException as error:  # reported to the parent, which asserts on it
+        outcomes.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def _recorded(database_url: str) -> list[str]:
+    db.init(database_url)
+    return [name for (name,) in db.database.execute_sql("SELECT name FROM schema_migration")]
+
+
+def _migrate(database_url: str) -> list[str]:
+    db.init(database_url)
+    return db.migrate()
+
+
+def test_fresh_database_gets_the_schema_at_start(database_url):
+    create_app({"TESTING": True, "DATABASE_URL": database_url})
+
+    assert {"organization", "api_key", "schema_migration"} <= set(db.database.get_tables())
+    assert _recorded(database_url) == MIGRATIONS
+    # The partial unique index: a live name is taken, a revoked key's name is free again.
+    org = Organization.create(name="acme")
+    first = ApiKey.issue(org.id, "ci", ("read:billing",))
+    with pytest.raises(NameTaken):
+        ApiKey.issue(org.id, "ci", ("read:billing",))
+    ApiKey.revoke(org.id, first.id)
+    assert ApiKey.issue(org.id, "ci", ("read:billing",)).name == "ci"
+
+
+def test_migrate_applies_every_migration_once_then_nothing(database_url):
+    assert _migrate(database_url) == MIGRATIONS
+    assert db.migrate() == []
+    assert _recorded(database_url) == MIGRATIONS
+
+
+def test_db_upgrade_command_is_idempotent(app, database_url):
+    runner = app.test_cli_runner()
+
+    first = runner.invoke(args=["db", "upgrade"])
+    second = runner.invoke(args=["db", "upgrade"])
+
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    # The app applied everything at start; the command finds nothing left to do.
+    assert json.loads(first.stdout) == {"applied": []}
+    assert json.loads(second.stdout) == {"applied": []}
+    assert _recorded(database_url) == MIGRATIONS
+
+
+def test_concurrent_migrations_on_a_fresh_database_apply_once(database_url):
+    outcomes = run_concurrently(_migrate, [(database_url,)] * 6)
+
+    assert [status for status, _ in outcomes] == ["ok"] * 6, outcomes
+    applied = sorted(name for _, names in outcomes for name in names)
+    assert applied == MIGRATIONS  # each migration ran in exactly one process
+    assert _recorded(database_url) == MIGRATIONS
+
+
+def test_a_start_waits_while_another_process_writes_a_fresh_sqlite_file(tmp_path, monkeypatch):
+    # Another process holds the write lock of the new file, as when it starts first: SQLite
+    # refuses the switch to WAL at once, without waiting out its busy timeout (waiting
+    # could deadlock). The start must wait its turn rather than fail.
+    path = tmp_path / "fresh.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        waits = []
+
+        def other_finishes(seconds):
+            waits.append(seconds)
+            if other.in_transaction:
+                other.execute("COMMIT")
+
+        monkeypatch.setattr(time, "sleep", other_finishes)
+
+        assert _migrate(f"sqlite:///{path}") == MIGRATIONS
+
+    assert waits
+    assert db.database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_concurrent_app_starts_on_a_fresh_database_all_succeed(database_url):
+    def start(url: str) -> str:
+        create_app({"TESTING": True, "DATABASE_URL": url})
+        return "started"
+
+    outcomes = run_concurrently(start, [(database_url,)] * 6)
+
+    assert outcomes == [("ok", "started")] * 6
+    assert _recorded(database_url) == MIGRATIONS
