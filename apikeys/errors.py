@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,16 @@ def handle_service_error(error: ServiceError) -> Response:
     )
 
 
+def handle_overload(error: MaxConnectionsExceeded) -> Response:
+    log.warning("no database connection free in time: %s", error)
+    return error_response(
+        503,
+        "service_unavailable",
+        "The service is overloaded; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 def handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error")
     return error_response(500, "internal_error", _MESSAGES[500])
@@ -146,4 +157,5 @@ def handle_unexpected(error: Exception) -> Response:
 def init_app(app: Flask) -> None:
     # HTTPException is registered by the Api subclass in app.py, which routes it here.
     app.register_error_handler(ServiceError, handle_service_error)
+    app.register_error_handler(MaxConnectionsExceeded, handle_overload)
     app.register_error_handler(Exception, handle_unexpected)

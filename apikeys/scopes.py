@@ -29,7 +29,8 @@ def normalize(requested: Iterable[str]) -> tuple[str, ...]:
     requested = list(requested)
     unknown = sorted({scope for scope in requested if scope not in _ORDER})
     if unknown:
-        raise InvalidScope(f"Unrecognized scopes: {', '.join(unknown)}")
+        # Quoted, so that an empty or blank entry still shows.
+        raise InvalidScope(f"Unrecognized scopes: {', '.join(map(repr, unknown))}")
     return tuple(sorted(set(requested), key=_ORDER.__getitem__))
 
 

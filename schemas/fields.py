@@ -11,8 +11,10 @@ RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class Timestamp(fields.DateTime):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(format=RFC3339, **kwargs)
+    """Written as RFC 3339; left ISO for marshmallow so that OpenAPI documents a date-time."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else value.strftime(RFC3339)
 
 
 class StrictInteger(fields.Integer):

@@ -5,10 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from http import HTTPStatus
 
-from flask_smorest import Blueprint
+import flask_smorest
+from webargs.flaskparser import FlaskParser
 
 from apikeys.auth import SECURITY, requires
 from schemas.errors import ErrorSchema
+
+
+class _Parser(FlaskParser):
+    """webargs' parser, for which a body too deep or a number too long is invalid JSON too."""
+
+    def load_json(self, req, schema):
+        try:
+            return super().load_json(req, schema)
+        except (RecursionError, ValueError) as error:
+            # json.loads raises these rather than JSONDecodeError: a 400, never a 500.
+            self._handle_invalid_json_error(error, req)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's blueprint, reading request bodies with the parser above."""
+
+    ARGUMENTS_PARSER = _Parser()
 
 
 def protected(blp: Blueprint, scope: str, *errors: int) -> Callable:

@@ -1,11 +1,10 @@
 """/api/v1/org/api-keys: list, create, get and revoke the caller's organization's keys."""
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from apikeys import service
 from apikeys.auth import principal
-from apikeys.routes import protected
+from apikeys.routes import Blueprint, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -31,7 +30,7 @@ class ApiKeys(MethodView):
         keys = service.list_keys(principal().org_id)
         return {"data": keys, "total": len(keys)}
 
-    @protected(blp, WRITE_API_KEYS, 400)
+    @protected(blp, WRITE_API_KEYS, 400, 413)
     @blp.arguments(ApiKeyCreateSchema, error_status_code=400)
     @blp.response(
         201, ApiKeyCreatedSchema, headers={"Cache-Control": {"schema": {"type": "string"}}}

@@ -1,0 +1,184 @@
+"""Every error, from every route, leaves as {"error": {"code", "message"}} in JSON."""
+
+import threading
+
+import pytest
+
+from apikeys import db
+from apikeys.models import ApiKey
+from app import create_app
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.both_databases
+
+URL = "/api/v1/org/api-keys"
+LEAK = "s3cr3t-detail-that-must-not-leak"
+
+
+def assert_error(response, status: int, code: str, details: bool = False) -> dict:
+    """The response is the service's error object, and nothing else."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"}
+    expected = {"code", "message", "details"} if details else {"code", "message"}
+    assert set(body["error"]) == expected
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/nope", "/api/v1/org/api-key", "/api/v1/org/api-keys/some-id/roll", "/api/v2/org/api-keys"],
+)
+def test_unknown_route_is_404(client, admin, path):
+    assert_error(client.get(path, headers=bearer(admin.key)), 404, "not_found")
+    assert_error(client.post(path, json={}), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("put", URL, {"GET", "POST"}),
+        ("patch", URL, {"GET", "POST"}),
+        ("delete", URL, {"GET", "POST"}),
+        ("post", URL + "/key_abc", {"GET", "DELETE"}),
+        ("put", URL + "/key_abc", {"GET", "DELETE"}),
+        ("post", "/healthz", {"GET"}),
+    ],
+)
+def test_wrong_method_is_405_with_allow(client, admin, method, path, allowed):
+    response = getattr(client, method)(path, headers=bearer(admin.key), json={})
+    assert_error(response, 405, "method_not_allowed")
+    offered = {verb.strip() for verb in response.headers["Allow"].split(",")}
+    assert allowed <= offered
+    assert method.upper() not in offered
+
+
+def test_oversized_body_is_413(client, admin):
+    before = ApiKey.select().count()
+    body = '{"name": "big", "scopes": ["read:billing"], "pad": "' + "x" * 70_000 + '"}'
+    response = client.post(
+        URL, headers=bearer(admin.key), data=body, content_type="application/json"
+    )
+    assert_error(response, 413, "payload_too_large")
+    assert ApiKey.select().count() == before
+
+
+def test_body_just_under_the_limit_is_read(client, admin):
+    body = '{"name": "big", "scopes": ["read:billing"], "pad": "' + "x" * 60_000 + '"}'
+    response = client.post(
+        URL, headers=bearer(admin.key), data=body, content_type="application/json"
+    )
+    error = assert_error(response, 400, "invalid_request", details=True)
+    assert set(error["details"]) == {"pad"}
+
+
+@pytest.mark.parametrize("body", ['{"name": "CI",', "{'name': 'CI'}", "nul\x00l", "[" * 50_000])
+def test_malformed_json_is_400(client, admin, body):
+    response = client.post(
+        URL, headers=bearer(admin.key), data=body, content_type="application/json"
+    )
+    error = assert_error(response, 400, "invalid_request", details=True)
+    assert error["details"]
+
+
+def test_validation_error_carries_details_per_field(client, admin):
+    response = client.post(
+        URL, headers=bearer(admin.key), json={"name": "", "scopes": [], "expires_in_days": 0}
+    )
+    error = assert_error(response, 400, "invalid_request", details=True)
+    assert set(error["details"]) == {"name", "scopes", "expires_in_days"}
+    assert all(error["details"].values())
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"name": "CI", "scopes": ["nope"]}, 400, "invalid_scope"),
+        ({"name": "admin", "scopes": ["read:billing"]}, 400, "name_taken"),
+    ],
+)
+def test_domain_errors_have_the_same_shape(client, admin, body, status, code):
+    assert_error(client.post(URL, headers=bearer(admin.key), json=body), status, code)
+
+
+def test_auth_errors_have_the_same_shape(client, make_key):
+    response = client.get(URL)
+    assert_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+    reader = make_key(key_scopes=["read:billing"])
+    assert_error(client.get(URL, headers=bearer(reader.key)), 403, "forbidden")
+    assert_error(client.get(f"{URL}/key_unknown", headers=bearer(reader.key)), 403, "forbidden")
+
+
+def test_unknown_key_id_has_the_same_shape(client, admin):
+    assert_error(client.get(f"{URL}/key_unknown", headers=bearer(admin.key)), 404, "not_found")
+
+
+def test_rate_limited_has_the_same_shape(app, client, admin):
+    app.config["RATE_LIMIT_PER_KEY"] = "1/minute"
+    assert client.get(URL, headers=bearer(admin.key)).status_code == 200
+    response = client.get(URL, headers=bearer(admin.key))
+    assert_error(response, 429, "rate_limited")
+    assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.fixture
+def boom(app):
+    """A route that fails the way a bug would, registered before the first request."""
+
+    def explode():
+        raise RuntimeError(LEAK)
+
+    app.add_url_rule("/boom", "boom", explode)
+    return "/boom"
+
+
+def assert_internal_error(response) -> None:
+    assert_error(response, 500, "internal_error")
+    text = response.get_data(as_text=True)
+    for leak in (LEAK, "Traceback", "RuntimeError", "File ", ".py"):
+        assert leak not in text
+
+
+def test_uncaught_exception_is_500_without_details(client, boom):
+    assert_internal_error(client.get(boom))
+
+
+def test_uncaught_exception_is_logged_not_swallowed(client, boom, caplog):
+    client.get(boom)
+    logged = [record.exc_info[1] for record in caplog.records if record.exc_info]
+    assert [str(error) for error in logged] == [LEAK]
+
+
+def test_database_failure_is_500_without_details(app, client, admin):
+    ApiKey.drop_table()
+    response = client.get(URL, headers=bearer(admin.key))
+    assert_internal_error(response)
+    for leak in ("api_key", "no such table", "does not exist", "peewee", "psycopg", "sqlite"):
+        assert leak not in response.get_data(as_text=True).lower()
+
+
+def test_no_free_database_connection_is_503(settings, admin):
+    """Every pooled connection busy past the pool's timeout: shed load, don't crash."""
+    app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_only_connection():
+        with db.database.connection_context():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    try:
+        held.wait(10)
+        response = app.test_client().get(URL, headers=bearer(admin.key))
+    finally:
+        release.set()
+        holder.join()
+    assert_error(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert app.test_client().get(URL, headers=bearer(admin.key)).status_code == 200

@@ -1,0 +1,210 @@
+"""The OpenAPI document at /api/openapi.json, held against what the API really answers."""
+
+import pytest
+
+from tests.conftest import bearer
+
+URL = "/api/v1/org/api-keys"
+ONE = URL + "/{key_id}"
+SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+ERROR_REF = "#/components/schemas/Error"
+
+#: Every status each key operation answers; each is provoked for real below.
+OPERATIONS = {
+    ("get", URL): {200, 401, 403, 429},
+    ("post", URL): {201, 400, 401, 403, 413, 429},
+    ("get", ONE): {200, 401, 403, 404, 429},
+    ("delete", ONE): {204, 401, 403, 404, 429},
+}
+CASES = [
+    (method, path, status)
+    for (method, path), codes in OPERATIONS.items()
+    for status in sorted(codes)
+]
+
+
+@pytest.fixture
+def doc(client):
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    return response.json
+
+
+def resolve(doc: dict, node: dict) -> dict:
+    """``node``, or what its ``$ref`` points to within ``doc``."""
+    while "$ref" in node:
+        assert node["$ref"].startswith("#/"), node["$ref"]
+        target = doc
+        for part in node["$ref"][2:].split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def walk(node, path=()):
+    """Every (path, key, value) in a JSON document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, key, value
+            yield from walk(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk(value, (*path, index))
+
+
+def documented(doc: dict, method: str, path: str) -> dict:
+    return doc["paths"][path][method]["responses"]
+
+
+def provoke(app, client, make_key, method: str, path: str, status: int):
+    """Send the request that should make ``method path`` answer ``status``."""
+    target = make_key(name="target")
+    caller = make_key(key_scopes=["read:billing"]) if status == 403 else make_key()
+    headers = {} if status == 401 else bearer(caller.key)
+    url = path.replace("{key_id}", "key_unknown" if status == 404 else target.id)
+    kwargs = {"json": {"name": "new", "scopes": ["read:billing"]}}
+    if status == 400:
+        kwargs = {"json": {"name": "", "scopes": []}}
+    if status == 413:
+        kwargs = {"data": "x" * 70_000, "content_type": "application/json"}
+    if status == 429:
+        app.config["RATE_LIMIT_PER_KEY"] = "1/minute"
+        getattr(client, method)(url, headers=headers, **kwargs)
+    return getattr(client, method)(url, headers=headers, **kwargs)
+
+
+def test_document_looks_like_openapi_3(doc):
+    assert doc["openapi"].startswith("3.")
+    assert doc["info"]["title"] and doc["info"]["version"]
+    assert set(OPERATIONS) <= {
+        (method, path) for path, item in doc["paths"].items() for method in item
+    }
+    for path, item in doc["paths"].items():
+        assert path.startswith("/")
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            assert method in {"get", "put", "post", "delete", "patch", "head", "options"}
+            assert operation["responses"], (method, path)
+            assert operation["summary"], (method, path)
+
+
+def test_every_reference_resolves(doc):
+    references = [value for _, key, value in walk(doc) if key == "$ref"]
+    assert references
+    for reference in references:
+        assert resolve(doc, {"$ref": reference})
+
+
+def test_every_format_and_pattern_is_a_string(doc):
+    for where, key, value in walk(doc["components"]["schemas"]):
+        if key in ("format", "pattern") and not isinstance(value, dict):
+            assert isinstance(value, str), (where, key, value)
+
+
+def test_timestamps_are_documented_as_date_time(doc):
+    schemas = doc["components"]["schemas"]
+    for schema, fields in [
+        ("ApiKey", ("created_at", "last_used_at", "expires_at")),
+        ("ApiKeyCreated", ("created_at", "expires_at")),
+    ]:
+        for field in fields:
+            assert schemas[schema]["properties"][field]["type"] == "string"
+            assert schemas[schema]["properties"][field]["format"] == "date-time"
+
+
+def test_both_security_schemes(doc):
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"]["type"] == "http"
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+    assert schemes["apiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+def test_each_key_operation_requires_either_scheme(doc, method, path):
+    assert doc["paths"][path][method]["security"] == SECURITY
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+def test_each_key_operation_documents_exactly_its_statuses(doc, method, path):
+    responses = documented(doc, method, path)
+    assert {int(status) for status in responses if status != "default"} == OPERATIONS[
+        (method, path)
+    ]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), CASES)
+def test_each_documented_status_is_really_answered(
+    app, client, make_key, doc, method, path, status
+):
+    response = provoke(app, client, make_key, method, path, status)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert str(status) in documented(doc, method, path)
+    if status >= 400:
+        assert set(response.json) == {"error"}
+
+
+def test_no_422_anywhere(doc):
+    for where, key, _ in walk(doc):
+        assert key != "422", where
+    assert "Unprocessable" not in str(doc)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+def test_error_responses_use_the_error_schema(doc, method, path):
+    for status, response in documented(doc, method, path).items():
+        if status == "default" or int(status) >= 400:
+            schema = resolve(doc, response)["content"]["application/json"]["schema"]
+            assert schema == {"$ref": ERROR_REF}, (status, schema)
+
+
+def test_error_schema_is_the_error_object(doc):
+    error = resolve(doc, {"$ref": ERROR_REF})
+    assert error["required"] == ["error"]
+    detail = resolve(doc, error["properties"]["error"])
+    assert set(detail["required"]) == {"code", "message"}
+    assert set(detail["properties"]) == {"code", "message", "details"}
+
+
+def test_documented_bodies_match_real_ones(doc, client, admin):
+    schemas = doc["components"]["schemas"]
+    created = client.post(
+        URL, headers=bearer(admin.key), json={"name": "n", "scopes": ["read:billing"]}
+    )
+    listed = client.get(URL, headers=bearer(admin.key)).json
+    one = client.get(f"{URL}/{created.json['id']}", headers=bearer(admin.key)).json
+
+    def schema_of(method, path, status):
+        response = documented(doc, method, path)[status]
+        return resolve(doc, response["content"]["application/json"]["schema"])
+
+    assert set(schema_of("post", URL, "201")["properties"]) == set(created.json)
+    assert set(schema_of("get", URL, "200")["properties"]) == set(listed)
+    assert set(schemas["ApiKey"]["properties"]) == set(listed["data"][0])
+    assert set(schema_of("get", ONE, "200")["properties"]) == set(one)
+    assert "content" not in documented(doc, "delete", ONE)["204"]
+    assert "Cache-Control" in documented(doc, "post", URL)["201"]["headers"]
+
+
+def test_create_request_body_is_documented(doc):
+    body = doc["paths"][URL]["post"]["requestBody"]
+    assert body["required"] is True
+    schema = resolve(doc, body["content"]["application/json"]["schema"])
+    assert set(schema["properties"]) == {"name", "scopes", "expires_in_days"}
+    assert set(schema["required"]) == {"name", "scopes"}
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["name"]["maxLength"] == 128
+    assert schema["properties"]["scopes"]["minItems"] == 1
+    days = schema["properties"]["expires_in_days"]
+    assert (days["type"], days["minimum"], days["maximum"]) == ("integer", 1, 3650)
+    assert days["nullable"] is True
+
+
+def test_interactive_docs_answer(client):
+    response = client.get("/api/docs")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "swagger-ui" in page
+    assert "openapi.json" in page
