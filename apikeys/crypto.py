@@ -38,9 +38,10 @@ def is_well_formed(secret: str) -> bool:
     """Whether a string has the shape and checksum of a key: no storage needed to reject typos."""
     if len(secret) != SECRET_LENGTH or not secret.startswith(PREFIX):
         return False
-    body = secret[len(PREFIX) : -_CHECKSUM_LENGTH]
-    if not all(char in _ALPHABET for char in body):
+    # Checksum characters too: compare_digest raises on non-ASCII strings.
+    if not all(char in _ALPHABET for char in secret[len(PREFIX) :]):
         return False
+    body = secret[len(PREFIX) : -_CHECKSUM_LENGTH]
     return hmac.compare_digest(secret[-_CHECKSUM_LENGTH:], _checksum(body))
 
 

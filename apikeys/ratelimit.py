@@ -8,54 +8,59 @@ requests are still served and still authenticated.
 
 from __future__ import annotations
 
+import functools
 import time
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from flask_limiter import HeaderNames, Limiter
 from flask_limiter.util import get_remote_address
 
 from apikeys.auth import current_principal
 
 
-def _key_id() -> str:
-    return current_principal().key_id
+def _caller() -> str:
+    """Whose budget a request spends: its key's, or its address's when it fails to authenticate."""
+    principal = current_principal()
+    return f"key/{principal.key_id}" if principal else f"address/{get_remote_address()}"
 
 
-def _authenticated() -> bool:
-    return current_principal() is not None
+def _caller_limit() -> str:
+    authenticated = current_principal() is not None
+    return current_app.config["RATE_LIMIT_PER_KEY" if authenticated else "RATE_LIMIT_FAILED_AUTH"]
 
 
-def _anonymous() -> bool:
-    return current_principal() is None
+def _authenticate(guarded: set[str]) -> None:
+    """Verify the key before the limiter runs (before_request hooks run in order).
+
+    The limiter takes any error raised while it evaluates limits, a database error in
+    its key function included, for Redis being down, and falls back to in-memory counters.
+    """
+    if request.blueprint in guarded:
+        current_principal()
 
 
 def _guard(limiter: Limiter, blueprint: Blueprint) -> None:
-    """Apply the per-key and the failed-authentication limits to every route of ``blueprint``."""
-    # Shared scopes: one budget per key (or address) across all guarded blueprints.
-    limiter.shared_limit(
-        lambda: current_app.config["RATE_LIMIT_PER_KEY"],
-        scope="key",
-        key_func=_key_id,
-        exempt_when=_anonymous,
-    )(blueprint)
-    limiter.shared_limit(
-        lambda: current_app.config["RATE_LIMIT_FAILED_AUTH"],
-        scope="failed-auth",
-        key_func=get_remote_address,
-        exempt_when=_authenticated,
-    )(blueprint)
+    """Apply the per-key and the failed-authentication limits to every route of ``blueprint``.
+
+    They are one flask-limiter limit whose key and amount follow the request: the per-key
+    budget when it authenticates, its address's failed-authentication budget when not.
+    Two limits, each exempt when the other applies, would do the same at twice the cost:
+    flask-limiter resolves every limit of a route on every request.
+    """
+    # A shared scope: one budget per key (or address) across all guarded blueprints.
+    limiter.shared_limit(_caller_limit, scope="caller", key_func=_caller)(blueprint)
 
 
 def _standard_headers(response: Response) -> Response:
     """Align flask-limiter's headers with the RateLimit header fields.
 
     It sends the reset as a Unix time where RateLimit-Reset means seconds from now, and
-    Retry-After on every response where only a 429 asks the client to wait.
+    Retry-After on every response where only a 429 (or a 503) asks the client to wait.
     """
     reset_at = response.headers.get("RateLimit-Reset")
     if reset_at and reset_at.isdigit():
         response.headers["RateLimit-Reset"] = str(max(0, int(reset_at) - int(time.time())))
-    if response.status_code != 429:
+    if response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response
 
@@ -77,6 +82,11 @@ def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
         in_memory_fallback_enabled=True,
         swallow_errors=True,
     )
+    # Two Redis round trips per request (the hit, then the window for the headers) where
+    # fixed-window takes three, and no burst of twice the limit across a window's edge;
+    # O(1) in Redis where moving-window keeps a timestamp per request. bench/README.md
+    # has the numbers.
+    app.config.setdefault("RATELIMIT_STRATEGY", "sliding-window-counter")
     if app.config["REDIS_URL"]:
         app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
         # Fail fast when Redis hangs rather than holding the request.
@@ -87,6 +97,7 @@ def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
         app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
     app.after_request(_standard_headers)
+    app.before_request(functools.partial(_authenticate, {blueprint.name for blueprint in guarded}))
     limiter.init_app(app)
     for blueprint in guarded:
         _guard(limiter, blueprint)
