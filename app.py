@@ -8,9 +8,10 @@ from typing import Any
 
 import flask_smorest
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import config as settings
-from apikeys import db, errors, ratelimit, service
+from apikeys import db, errors, policy, ratelimit, service
 from apikeys.auth import SECURITY_SCHEMES
 from schemas.errors import ErrorSchema
 
@@ -39,23 +40,35 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings.from_environment())
     app.config.update(config or {})
     settings.validate(app.config)
+    # Loaded whole before anything starts: a faulty file stops the service, never half-applies.
+    policy_file = app.config["APIKEYS_POLICY_FILE"]
+    app.extensions["apikeys.policy"] = policy.load(policy_file) if policy_file else policy.DEFAULT
     app.json.sort_keys = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    db.init(app.config["DATABASE_URL"])
+    db.init(
+        app.config["DATABASE_URL"],
+        pool_size=app.config["DATABASE_POOL_SIZE"],
+        pool_timeout=app.config["DATABASE_POOL_TIMEOUT"],
+    )
     db.migrate()
     if app.config["APIKEYS_BOOTSTRAP_KEY"]:
         service.bootstrap(app.config["APIKEYS_BOOTSTRAP_KEY"], app.config["APIKEYS_BOOTSTRAP_ORG"])
+    # Workers may fork after this: no connection opened at start may outlive it.
+    db.database.close_all()
 
+    if app.config["APIKEYS_TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])
     db.init_app(app)
     errors.init_app(app)
     api = Api(app, spec_kwargs={"components": {"securitySchemes": SECURITY_SCHEMES}})
 
     from apikeys.cli import COMMANDS
-    from apikeys.routes import api_keys, health
+    from apikeys.routes import api_keys, check, health
 
-    ratelimit.init_app(app, guarded=[api_keys.blp])
+    ratelimit.init_app(app, guarded=[api_keys.blp, check.blp])
     api.register_blueprint(api_keys.blp)
+    api.register_blueprint(check.blp)
     api.register_blueprint(health.blp)
     for command in COMMANDS:
         app.cli.add_command(command)

@@ -31,8 +31,16 @@ def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "RATE_LIMIT_PER_KEY": env.get("RATE_LIMIT_PER_KEY") or "1000/minute",
         "RATE_LIMIT_FAILED_AUTH": env.get("RATE_LIMIT_FAILED_AUTH") or "60/minute",
         "LAST_USED_INTERVAL_SECONDS": _int(env, "LAST_USED_INTERVAL_SECONDS", 60),
+        # Connections per process; a request waits this many seconds for one, then 503.
+        "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 32),
+        "DATABASE_POOL_TIMEOUT": _int(env, "DATABASE_POOL_TIMEOUT", 10),
         "APIKEYS_BOOTSTRAP_KEY": env.get("APIKEYS_BOOTSTRAP_KEY") or None,
         "APIKEYS_BOOTSTRAP_ORG": env.get("APIKEYS_BOOTSTRAP_ORG") or "default",
+        # Proxies in front that set X-Forwarded-For: the client address (the failed-auth
+        # limit's key) is then read from it. 0: the peer's address, as on a bare port.
+        "APIKEYS_TRUSTED_PROXIES": _int(env, "APIKEYS_TRUSTED_PROXIES", 0),
+        # Route-to-scope rules for /api/v1/auth/check; unset: apikeys.policy.DEFAULT.
+        "APIKEYS_POLICY_FILE": env.get("APIKEYS_POLICY_FILE") or None,
         # Request bodies are a name, a few scopes and a number: 64 KiB is generous.
         "MAX_CONTENT_LENGTH": 64 * 1024,
     }
@@ -47,5 +55,11 @@ def validate(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"{name} must be a rate limit such as '1000/minute', got {config[name]!r}"
             ) from None
+    # peewee's pool reads a timeout of 0 as "wait forever".
+    for name in ("DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT"):
+        if config[name] < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if config["APIKEYS_TRUSTED_PROXIES"] < 0:
+        raise ConfigError("APIKEYS_TRUSTED_PROXIES must not be negative")
     if config["LAST_USED_INTERVAL_SECONDS"] < 0:
         raise ConfigError("LAST_USED_INTERVAL_SECONDS must not be negative")

@@ -1,0 +1,116 @@
+"""/api/v1/auth/check: may the presented key make the forwarded request? A proxy's hot path.
+
+A reverse proxy (nginx ``auth_request``, Traefik ``forwardAuth``) or a backend forwards the
+caller's ``Authorization`` or ``X-API-Key`` and says what the request is, in any of:
+
+- ``X-Required-Scope``: the scope itself;
+- ``X-Original-Method`` and ``X-Original-URI`` (nginx), through the route policy;
+- ``X-Forwarded-Method`` and ``X-Forwarded-Uri`` (Traefik), through the route policy.
+
+The key must hold the scope that every one of them present asks for. Proxies pass the
+client's own headers on to the check, so a client could add one of these headers; it can
+only narrow what passes, never widen it (a precedence would let it pick its own scope).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from flask import current_app, request
+
+from apikeys.auth import SECURITY, authorize, current_principal
+from apikeys.errors import Forbidden, InvalidRequest, Unauthorized
+from apikeys.policy import METHODS, Policy
+from apikeys.routes import Blueprint
+from apikeys.scopes import SCOPES, normalize
+from schemas.check import CheckSchema
+from schemas.errors import ErrorSchema
+
+blp = Blueprint(
+    "check",
+    __name__,
+    url_prefix="/api/v1/auth",
+    description="Forward authentication for reverse proxies and backends.",
+)
+
+#: The forwarded (method, URI) header pairs: nginx's, then Traefik's.
+ROUTE_HEADERS = (
+    ("X-Original-Method", "X-Original-URI"),
+    ("X-Forwarded-Method", "X-Forwarded-Uri"),
+)
+_HEADER_DOCS = [
+    {"in": "header", "name": name, "schema": {"type": "string"}, "description": description}
+    for name, description in (
+        ("X-Required-Scope", "The scope the request needs, such as read:billing."),
+        ("X-Original-Method", "nginx: the request's method, for the route policy."),
+        ("X-Original-URI", "nginx: the request's URI ($request_uri), for the route policy."),
+        ("X-Forwarded-Method", "Traefik: the request's method, for the route policy."),
+        ("X-Forwarded-Uri", "Traefik: the request's URI, for the route policy."),
+    )
+]
+_ANSWER_HEADERS = {
+    name: {"schema": {"type": "string"}, "description": description}
+    for name, description in (
+        ("X-Auth-Org-Id", "The key's organization."),
+        ("X-Auth-Key-Id", "The key's id."),
+        ("X-Auth-Scopes", "The key's scopes, space-separated."),
+        ("Cache-Control", "no-store: an answer is for this request only."),
+    )
+}
+
+
+def required_scopes(headers: Mapping[str, str], policy: Policy) -> list[str]:
+    """Every scope the check's headers ask for.
+
+    A proxy misconfiguration must show, so it is a 400 (which nginx turns into a 500, as
+    it does any answer but 2xx, 401 and 403): InvalidRequest when the headers say nothing
+    to check or only half a method/URI pair, InvalidScope for an unknown X-Required-Scope.
+    Forbidden for a route the policy does not know.
+    """
+    required = []
+    scope = headers.get("X-Required-Scope", "").strip()
+    if scope:
+        required.extend(normalize([scope]))
+    for method_header, uri_header in ROUTE_HEADERS:
+        method = headers.get(method_header, "").strip()
+        uri = headers.get(uri_header, "").strip()
+        if not method and not uri:
+            continue
+        if not method or not uri:
+            missing = uri_header if method else method_header
+            raise InvalidRequest(f"{missing} is missing; send it with {method or uri_header}")
+        route_scope = policy.required_scope(method, uri)
+        if route_scope is None:
+            raise Forbidden("The route policy allows no key this method on this path")
+        required.append(route_scope)
+    if not required:
+        raise InvalidRequest(
+            "Say what to check: X-Required-Scope, X-Original-Method and X-Original-URI, "
+            "or X-Forwarded-Method and X-Forwarded-Uri"
+        )
+    return required
+
+
+@blp.route("/check", methods=list(METHODS))
+@blp.doc(security=SECURITY, parameters=_HEADER_DOCS)
+@blp.response(200, CheckSchema, headers=_ANSWER_HEADERS)
+@blp.alt_response(400, schema=ErrorSchema, description="No target, or an unknown scope")
+@blp.alt_response(401, schema=ErrorSchema, description=HTTPStatus(401).phrase)
+@blp.alt_response(403, schema=ErrorSchema, description="Lacks the scope, or an unknown route")
+@blp.alt_response(429, schema=ErrorSchema, description=HTTPStatus(429).phrase)
+def check():
+    """May the presented key make the forwarded request? (Any method; see the headers)"""
+    caller = current_principal()
+    if caller is None:
+        raise Unauthorized()
+    for scope in required_scopes(request.headers, current_app.extensions["apikeys.policy"]):
+        authorize(scope)
+    scopes = [scope for scope in SCOPES if scope in caller.scopes]
+    headers = {
+        "X-Auth-Org-Id": caller.org_id,
+        "X-Auth-Key-Id": caller.key_id,
+        "X-Auth-Scopes": " ".join(scopes),
+        "Cache-Control": "no-store",
+    }
+    return {"org_id": caller.org_id, "key_id": caller.key_id, "scopes": scopes}, headers

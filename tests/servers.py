@@ -1,0 +1,165 @@
+"""A real gunicorn server for the tests that need several worker processes.
+
+``gunicorn(tmp_path, env)`` starts ``app:create_app()`` on a free port and stops it on
+exit, whatever happens in between. Its access log names the worker that served each
+request, so a test can tell that every worker has answered.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+START_TIMEOUT = 30.0
+_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+_ACCESS = re.compile(r"^(\S+) <(\d+)> (\d+)$")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+    request_id: str
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen
+    access_log: Path
+    error_log: Path
+
+    def request(
+        self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b""
+    ) -> Reply:
+        """One request over a fresh connection, so that any worker may take it."""
+        request_id = uuid.uuid4().hex
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(
+                method,
+                path,
+                body=body or None,
+                headers={**(headers or {}), "X-Test-Id": request_id},
+            )
+            response = connection.getresponse()
+            return Reply(response.status, response.headers, response.read(), request_id)
+        finally:
+            connection.close()
+
+    def workers_of(self, replies: list[Reply], timeout: float = 5.0) -> dict[str, int]:
+        """The pid of the worker that served each reply, by request id."""
+        wanted = {reply.request_id for reply in replies}
+        deadline = time.monotonic() + timeout
+        while True:
+            # A worker logs a request just after answering it: wait for the lines, bounded.
+            served = {}
+            for line in self.access_log.read_text().splitlines():
+                match = _ACCESS.match(line)
+                if match and match[1] in wanted:
+                    served[match[1]] = int(match[2])
+            if len(served) == len(wanted) or time.monotonic() > deadline:
+                return served
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.error_log.read_text()
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterator[Server]:
+    """A running ``gunicorn -w workers 'app:create_app()'`` with ``env`` over the environment."""
+    access_log, error_log = tmp_path / "access.log", tmp_path / "error.log"
+    access_log.touch()
+    command = [
+        str(GUNICORN),
+        f"--workers={workers}",
+        "--bind=127.0.0.1:0",
+        "--no-control-socket",  # its default path is shared by every gunicorn on the machine
+        f"--access-logfile={access_log}",
+        "--access-logformat=%({x-test-id}i)s %(p)s %(s)s",
+        f"--error-logfile={error_log}",
+        "app:create_app()",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        server = Server(_wait_for_port(process, error_log), process, access_log, error_log)
+        _wait_until_healthy(server)
+        yield server
+    finally:
+        _stop(process)
+
+
+class StartFailed(AssertionError):
+    """The server exited during start-up; the message carries its log."""
+
+    def __init__(self, returncode: int, log: str) -> None:
+        super().__init__(f"gunicorn exited with status {returncode}:\n{log}")
+        self.returncode = returncode
+        self.log = log
+
+
+def _wait_for_port(process: subprocess.Popen, error_log: Path) -> int:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        _fail_if_exited(process, error_log)
+        match = _LISTENING.search(error_log.read_text()) if error_log.exists() else None
+        if match:
+            return int(match[1])
+        time.sleep(0.05)
+    raise TimeoutError(f"gunicorn did not listen within {START_TIMEOUT} s")
+
+
+def _wait_until_healthy(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        _fail_if_exited(server.process, server.error_log)
+        try:
+            if server.request("GET", "/healthz").status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"gunicorn did not answer /healthz within {START_TIMEOUT} s")
+
+
+def _fail_if_exited(process: subprocess.Popen, error_log: Path) -> None:
+    if process.poll() is not None:
+        log = error_log.read_text() if error_log.exists() else ""
+        raise StartFailed(process.returncode, log)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """TERM the server's own process group (master and workers); KILL what is left."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # master and workers are all gone already
+    process.wait()
