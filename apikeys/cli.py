@@ -103,8 +103,9 @@ def generate_key() -> None:
 
 @database.command("upgrade")
 def upgrade() -> None:
-    """Apply pending migrations."""
-    _emit({"applied": db.migrate()})
+    """Apply pending migrations; print what it applied and what the schema now has."""
+    # The app migrates at start too, so "applied" is usually empty: "current" tells where it is.
+    _emit({"applied": db.migrate(), "current": db.applied_migrations()})
 
 
 COMMANDS = (orgs, keys, database)

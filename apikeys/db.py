@@ -89,9 +89,19 @@ def _connect_at_start(patience: float = 10) -> None:
             time.sleep(0.05)
 
 
+def _runner() -> Runner:
+    return Runner(database.obj, directory=str(MIGRATIONS))
+
+
+def applied_migrations() -> list[str]:
+    """The names of the migrations the database has, in order."""
+    with database.connection_context():
+        return sorted(_runner().applied())
+
+
 def migrate() -> list[str]:
     """Apply pending migrations; safe when several processes start at once."""
-    runner = Runner(database.obj, directory=str(MIGRATIONS))
+    runner = _runner()
     _connect_at_start()
     with database.connection_context(), database.atomic():
         # SQLite's IMMEDIATE transaction already excludes other writers; PostgreSQL

@@ -232,7 +232,7 @@ def test_keys_create_expires_in_days(cli, org):
     [
         (("--org", "nope", "--name", "x", "--scope", "read:billing"), "nope"),
         (("--org", "acme", "--name", "x", "--scope", "read:everything"), "read:everything"),
-        (("--org", "acme", "--name", "x", "--scope", "a", "--scope", "b"), "a, b"),
+        (("--org", "acme", "--name", "x", "--scope", "a", "--scope", "b"), "'a', 'b'"),
         (("--org", "acme", "--name", "taken", "--scope", "read:billing"), "already exists"),
         (("--org", "acme", "--name", "x"), "--scope"),
         (("--org", "acme", "--name", "  ", "--scope", "read:billing"), "--name"),

@@ -91,8 +91,8 @@ def test_db_upgrade_command_is_idempotent(app, database_url):
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
     # The app applied everything at start; the command finds nothing left to do.
-    assert json.loads(first.stdout) == {"applied": []}
-    assert json.loads(second.stdout) == {"applied": []}
+    assert json.loads(first.stdout) == {"applied": [], "current": MIGRATIONS}
+    assert json.loads(second.stdout) == {"applied": [], "current": MIGRATIONS}
     assert _recorded(database_url) == MIGRATIONS
 
 
