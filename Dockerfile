@@ -1,0 +1,23 @@
+# The service under gunicorn (gunicorn.conf.py), SQLite in the /data volume by default;
+# set DATABASE_URL=postgresql://... and REDIS_URL=redis://... to scale out.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    DATABASE_URL=sqlite:////data/apikeys.db
+
+WORKDIR /srv
+COPY setup.cfg pyproject.toml README.md app.py gunicorn.conf.py ./
+COPY apikeys apikeys
+COPY schemas schemas
+RUN pip install . \
+    && useradd --system --no-create-home apikeys \
+    && mkdir /data && chown apikeys /data
+
+USER apikeys
+VOLUME /data
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=2s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]
