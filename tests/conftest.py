@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 import psycopg
 import pytest
 import redis
+from werkzeug.serving import make_server
 
 from apikeys import db, scopes, service
 from apikeys.models import Organization
@@ -101,6 +103,18 @@ def app(settings):
     app = create_app(settings)
     yield app
     db.database.close_all()
+
+
+@pytest.fixture
+def server(app):
+    """The app behind a real, threaded HTTP server (its port): one thread per request."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield httpd.server_port
+    httpd.shutdown()
+    thread.join(timeout=10)
+    httpd.server_close()
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Every error, from every route, leaves as {"error": {"code", "message"}} in JSON."""
 
+import http.client
+import json
 import threading
 
 import pytest
@@ -182,3 +184,17 @@ def test_no_free_database_connection_is_503(settings, admin):
     assert_error(response, 503, "service_unavailable")
     assert response.headers["Retry-After"] == "1"
     assert app.test_client().get(URL, headers=bearer(admin.key)).status_code == 200
+
+
+@pytest.mark.parametrize("padding", [0, 100_000])
+def test_chunked_body_over_the_limit_is_413_not_cut_short(server, admin, padding):
+    """A chunked body whose first 64 KiB are valid JSON must not be read as if it ended there."""
+    body = b'{"name": "chunked", "scopes": ["read:billing"]}' + b" " * padding + b"GARBAGE"
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+    headers = bearer(admin.key) | {"Content-Type": "application/json"}
+    connection.request("POST", URL, body=iter([body]), headers=headers, encode_chunked=True)
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    expected = (413, "payload_too_large") if padding else (400, "invalid_request")
+    assert (response.status, answer["error"]["code"]) == expected

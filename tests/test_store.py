@@ -11,7 +11,6 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from apikeys import crypto, db, service
 from apikeys.errors import KeyNotFound
@@ -21,18 +20,6 @@ from tests.conftest import bearer
 from tests.test_migrations import run_concurrently
 
 API = "/api/v1/org/api-keys"
-
-
-@pytest.fixture
-def server(app):
-    """The app behind a real, threaded HTTP server: one thread per request, as in production."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield httpd.server_port
-    httpd.shutdown()
-    thread.join(timeout=10)
-    httpd.server_close()
 
 
 def call(port: int, method: str, path: str, headers: dict, body: object = None):

@@ -7,6 +7,7 @@ from http import HTTPStatus
 
 import flask_smorest
 from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from apikeys.auth import SECURITY, requires
 from schemas.errors import ErrorSchema
@@ -16,6 +17,10 @@ class _Parser(FlaskParser):
     """webargs' parser, for which a body too deep or a number too long is invalid JSON too."""
 
     def load_json(self, req, schema):
+        # A chunked body has no Content-Length for werkzeug to refuse up front, and its
+        # reader stops quietly at the maximum: a body that reaches it was cut short.
+        if req.content_length is None and len(req.get_data(cache=True)) >= req.max_content_length:
+            raise RequestEntityTooLarge()
         try:
             return super().load_json(req, schema)
         except (RecursionError, ValueError) as error:
