@@ -57,18 +57,14 @@ def init(url: str, **pool: float) -> Database:
     return database.obj
 
 
-def _borrow_connection() -> None:
-    database.connect(reuse_if_open=True)
-
-
 def _return_connection(_error: BaseException | None) -> None:
     if not database.is_closed():
         database.close()
 
 
 def init_app(app: Flask) -> None:
-    """Each request borrows a pooled connection and gives it back."""
-    app.before_request(_borrow_connection)
+    """A request that queries borrows a pooled connection (peewee connects on first use),
+    and gives it back at the end; /healthz and the docs never touch the database."""
     app.teardown_request(_return_connection)
 
 

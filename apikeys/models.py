@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from peewee import (
@@ -61,7 +61,7 @@ class IssuedKey:
     """A key as created: the only object that ever carries the secret."""
 
     api_key: ApiKey
-    key: str
+    key: str = field(repr=False)  # kept out of any log line or traceback that shows it
 
     def __getattr__(self, name: str):
         return getattr(self.api_key, name)

@@ -53,8 +53,9 @@ _SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()+,;=:@-]+")
 # raw whitespace is never part of a request target (it is two joined header values).
 _REFUSED_RAW = re.compile(r"%(2f|5c|00)|\s", re.IGNORECASE)
 # After one decoding: a "%" left means double encoding, a backslash is a separator to
-# some servers, and control characters have no place in a path.
-_REFUSED_DECODED = re.compile(r"[\x00-\x1f\x7f\\%]")
+# some servers, ";" starts path parameters (Tomcat reads "..;" as ".."), and control
+# characters have no place in a path.
+_REFUSED_DECODED = re.compile(r"[\x00-\x1f\x7f\\%;]")
 _ABSOLUTE_FORM = re.compile(r"^https?://[^/?#]*", re.IGNORECASE)
 
 
@@ -102,10 +103,12 @@ class Policy:
 def normalize_path(raw_uri: str) -> str | None:
     """The path a backend would serve for ``raw_uri``, or None for one too ambiguous to judge.
 
-    Drops the query and fragment, percent-decodes once, collapses empty segments and
-    resolves ``.`` and ``..``. Refuses raw whitespace, encoded slashes, backslashes and
-    NUL, anything still percent-encoded after one decoding (a backend that decodes twice
-    would read it differently), control characters, and a ``..`` above the root.
+    Drops the query and fragment, percent-decodes once and collapses empty segments.
+    Refuses ``.`` and ``..`` segments and ``;`` (backends resolve them in different ways,
+    so the check cannot know which resource they reach; real clients never send them),
+    raw whitespace, encoded slashes, backslashes and NUL, anything still percent-encoded
+    after one decoding (a backend that decodes twice would read it differently), and
+    control characters.
     """
     path = _ABSOLUTE_FORM.sub("", raw_uri, count=1).partition("?")[0].partition("#")[0]
     if not path.startswith("/") or _REFUSED_RAW.search(path):
@@ -116,14 +119,9 @@ def normalize_path(raw_uri: str) -> str | None:
         return None
     if _REFUSED_DECODED.search(path):
         return None
-    segments: list[str] = []
-    for segment in path.split("/"):
-        if segment == "..":
-            if not segments:
-                return None
-            segments.pop()
-        elif segment not in ("", "."):
-            segments.append(segment)
+    segments = [segment for segment in path.split("/") if segment]
+    if any(segment in (".", "..") for segment in segments):
+        return None
     return "/" + "/".join(segments)
 
 

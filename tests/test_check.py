@@ -142,7 +142,9 @@ def test_a_route_the_policy_does_not_know_is_forbidden_even_to_an_all_scopes_key
 @pytest.mark.parametrize(
     ("uri", "status"),
     [
-        ("/api/v1/charge_points/../billing", 200),
+        ("/api/v1/charge_points/../billing", 403),
+        ("/api/v1/billing/../charge_points/1", 403),
+        ("/api/v1/charge_points/..;/billing", 403),
         ("/api/v1/charge_points/../sessions", 403),
         ("/api/v1/charge_points/%2e%2e/sessions", 403),
         ("//api//v1/charge_points//", 200),

@@ -1,5 +1,6 @@
 """Every error, from every route, leaves as {"error": {"code", "message"}} in JSON."""
 
+import contextlib
 import http.client
 import json
 import threading
@@ -163,9 +164,9 @@ def test_database_failure_is_500_without_details(app, client, admin):
         assert leak not in response.get_data(as_text=True).lower()
 
 
-def test_no_free_database_connection_is_503(settings, admin):
-    """Every pooled connection busy past the pool's timeout: shed load, don't crash."""
-    app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
+@contextlib.contextmanager
+def every_connection_busy():
+    """Another thread holds the pool's only connection for the duration."""
     held, release = threading.Event(), threading.Event()
 
     def hold_the_only_connection():
@@ -177,13 +178,27 @@ def test_no_free_database_connection_is_503(settings, admin):
     holder.start()
     try:
         held.wait(10)
-        response = app.test_client().get(URL, headers=bearer(admin.key))
+        yield
     finally:
         release.set()
         holder.join()
+
+
+def test_no_free_database_connection_is_503(settings, admin):
+    """Every pooled connection busy past the pool's timeout: shed load, don't crash."""
+    app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
+    with every_connection_busy():
+        response = app.test_client().get(URL, headers=bearer(admin.key))
     assert_error(response, 503, "service_unavailable")
     assert response.headers["Retry-After"] == "1"
     assert app.test_client().get(URL, headers=bearer(admin.key)).status_code == 200
+
+
+def test_health_and_docs_need_no_database_connection(settings):
+    app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
+    with every_connection_busy():
+        for path in ("/healthz", "/api/openapi.json"):
+            assert app.test_client().get(path).status_code == 200
 
 
 @pytest.mark.parametrize("padding", [0, 100_000])

@@ -55,13 +55,6 @@ def test_a_method_outside_the_known_ones_is_denied(method):
 @pytest.mark.parametrize(
     ("uri", "scope"),
     [
-        # Dot segments are resolved as the backend will: the target decides, not the prefix.
-        ("/api/v1/charge_points/../billing", "read:billing"),
-        ("/api/v1/charge_points/cp_1/../../billing/inv_1", "read:billing"),
-        ("/api/v1/./billing", "read:billing"),
-        ("/api/v1/charge_points/%2e%2e/billing", "read:billing"),
-        ("/api/v1/charge_points/%2E%2E/billing", "read:billing"),
-        ("/api/v1/charge_points/.%2e/billing", "read:billing"),
         ("/api/v1/%62illing", "read:billing"),
         # Doubled and trailing slashes collapse.
         ("//api//v1/billing", "read:billing"),
@@ -85,7 +78,21 @@ def test_path_tricks_resolve_to_the_path_the_backend_serves(uri, scope):
     [
         "/?x=/api/v1/billing",
         "/x#/api/v1/billing",
-        # Climbing above the root.
+        # Dot segments: backends resolve them differently (or not at all), so the
+        # resource they reach is unknowable here.
+        "/api/v1/charge_points/../billing",
+        "/api/v1/billing/../charge_points/1",
+        "/api/v1/charge_points/cp_1/../../billing/inv_1",
+        "/api/v1/./billing",
+        "/api/v1/billing/.",
+        "/api/v1/charge_points/%2e%2e/billing",
+        "/api/v1/charge_points/%2E%2E/billing",
+        "/api/v1/charge_points/.%2e/billing",
+        "/api/v1/billing/%2e",
+        # Path parameters: Tomcat and Jetty read "..;" as "..".
+        "/api/v1/charge_points/..;/billing/invoices",
+        "/api/v1/billing;jsessionid=1",
+        "/api/v1/billing%3b",
         "/..",
         "/../api/v1/billing",
         "/api/../../api/v1/billing",
@@ -122,8 +129,9 @@ def test_ambiguous_or_escaping_paths_are_denied(uri):
     [
         ("/", "/"),
         ("//", "/"),
-        ("/a/b/../c/./d/", "/a/c/d"),
-        ("/a/..", "/"),
+        ("/a//b/c/", "/a/b/c"),
+        ("/a/b/../c", None),
+        ("/a/./b", None),
         ("/a%20b", "/a b"),
         ("/a?b#c", "/a"),
     ],

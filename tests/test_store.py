@@ -203,3 +203,9 @@ def test_a_live_key_can_still_be_saved(app, org, make_key):
 
     assert ApiKey.get_by_id(issued.id).name == "renamed"
     assert verify(issued.key, last_used_interval=60).scopes == {"read:billing"}
+
+
+def test_the_secret_stays_out_of_the_issued_keys_repr(app, org, make_key):
+    issued = make_key()
+    assert issued.key not in repr(issued)
+    assert issued.key not in str(issued)
