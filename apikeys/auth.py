@@ -54,11 +54,17 @@ def principal() -> Principal:
     return g.principal
 
 
-def authorize(scope: str) -> Principal:
-    """The request's principal if it holds ``scope``; Unauthorized or Forbidden otherwise."""
+def authenticated() -> Principal:
+    """The request's principal; Unauthorized if its key is missing or not valid."""
     caller = current_principal()
     if caller is None:
         raise Unauthorized()
+    return caller
+
+
+def authorize(scope: str) -> Principal:
+    """The request's principal if it holds ``scope``; Unauthorized or Forbidden otherwise."""
+    caller = authenticated()
     if scope not in caller.scopes:
         raise Forbidden(f"Your key lacks the required scope {scope}")
     return caller

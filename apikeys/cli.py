@@ -68,9 +68,9 @@ def create_org(name: str) -> None:
 @_user_errors
 def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
     """Create a key and print it, secret included (shown only this once)."""
+    if all_scopes == bool(scope_list):
+        raise click.UsageError("Give either --scope (one or more) or --all-scopes")
     requested = scopes.SCOPES if all_scopes else scope_list
-    if not requested:
-        raise click.UsageError("Give at least one --scope, or --all-scopes")
     name = _label(name, "--name")
     organization = service.find_organization(org)
     issued = service.create_key(organization.id, name, requested, expires_in_days)

@@ -6,11 +6,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import click
 from limits import parse_many
 
 
-class ConfigError(ValueError):
-    """A setting has a value the service cannot start with."""
+class ConfigError(click.ClickException):
+    """A setting has a value the service cannot start with.
+
+    A ClickException, so that ``flask --app app ...`` prints it as one line, not a traceback.
+    """
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

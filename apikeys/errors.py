@@ -86,6 +86,7 @@ _CODES = {
     503: "service_unavailable",
 }
 _MESSAGES = {
+    400: "The request could not be read",
     404: "No such endpoint",
     405: "This endpoint does not accept that method",
     413: "The request body is too large",
@@ -126,8 +127,6 @@ def handle_http_exception(error: HTTPException) -> Response:
         )
     code = _CODES.get(status) or ("invalid_request" if status < 500 else "internal_error")
     message = _MESSAGES.get(status) or error.description or code
-    if status == 400:
-        message = "The request could not be read (malformed JSON or headers?)"
     # Keep what the protocol needs (Allow on 405, for instance), drop the HTML content type.
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     return error_response(status, code, message, headers=headers)

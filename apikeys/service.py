@@ -64,7 +64,7 @@ def bootstrap(secret: str, organization_name: str) -> None:
     if not crypto.is_well_formed(secret):
         raise ConfigError(
             "APIKEYS_BOOTSTRAP_KEY is not a valid key; "
-            "make one with `flask --app app keys generate`"
+            "unset it and make one with `flask --app app keys generate`"
         )
     with database.connection_context(), database.atomic():
         if ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret)).exists():

@@ -29,6 +29,16 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+#: The zero-width joiner and non-joiner: emoji sequences and Persian names need them.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _invisible(char: str) -> bool:
+    """Control and format characters (bidi overrides, zero-width spaces) but the joiners:
+    they make one name display as another."""
+    return unicodedata.category(char) in ("Cc", "Cf", "Cs") and char not in _JOINERS
+
+
 class Label(fields.String):
     """A human label: trimmed, not blank, no control characters."""
 
@@ -36,6 +46,6 @@ class Label(fields.String):
         value = super()._deserialize(value, attr, data, **kwargs).strip()
         if not value:
             raise ValidationError("Must not be blank.")
-        if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
+        if any(_invisible(char) for char in value):
             raise ValidationError("Must not contain control characters.")
         return value

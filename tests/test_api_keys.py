@@ -213,6 +213,7 @@ def test_created_key_authenticates_with_its_scopes(client, admin):
         (valid(name="CI\x1b[31m"), "name"),
         (valid(name="CI\x7f"), "name"),
         (valid(name="CI\u200bPipeline"), "name"),
+        (valid(name="CI\u202ePipeline"), "name"),
         (valid(name="CI\ud800"), "name"),
         ({"name": "CI"}, "scopes"),
         (valid(scopes=None), "scopes"),
@@ -291,6 +292,15 @@ def test_create_rejects_a_body_that_is_not_a_json_object(client, admin, data, co
         ("\tCI\n", "CI"),
         ("a" * 128, "a" * 128),
         ("é" * 128, "é" * 128),
+        # Joiners are part of emoji sequences and of Persian words.
+        (
+            "family \U0001f468\u200d\U0001f469\u200d\U0001f467",
+            "family \U0001f468\u200d\U0001f469\u200d\U0001f467",
+        ),
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),
     ],
 )
 def test_create_accepts_and_trims_names(client, admin, sent, stored):

@@ -213,3 +213,12 @@ def test_chunked_body_over_the_limit_is_413_not_cut_short(server, admin, padding
     connection.close()
     expected = (413, "payload_too_large") if padding else (400, "invalid_request")
     assert (response.status, answer["error"]["code"]) == expected
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_declared_json_says_so(client, admin, content_type):
+    headers = bearer(admin.key) | ({"Content-Type": content_type} if content_type else {})
+    body = '{"name": "CI", "scopes": ["read:billing"]}'
+    response = client.post(URL, headers=headers, data=body)
+    assert_error(response, 400, "invalid_request", details=True)
+    assert "application/json" in response.json["error"]["message"]

@@ -10,6 +10,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from apikeys.auth import SECURITY, requires
+from apikeys.errors import InvalidRequest
 from schemas.errors import ErrorSchema
 
 
@@ -21,6 +22,11 @@ class _Parser(FlaskParser):
         # reader stops quietly at the maximum: a body that reaches it was cut short.
         if req.content_length is None and len(req.get_data(cache=True)) >= req.max_content_length:
             raise RequestEntityTooLarge()
+        if not req.is_json and req.get_data(cache=True):
+            raise InvalidRequest(
+                "Send the body as JSON, with Content-Type: application/json",
+                details={"body": ["Not declared as application/json."]},
+            )
         try:
             return super().load_json(req, schema)
         except (RecursionError, ValueError) as error:

@@ -19,8 +19,8 @@ from http import HTTPStatus
 
 from flask import current_app, request
 
-from apikeys.auth import SECURITY, authorize, current_principal
-from apikeys.errors import Forbidden, InvalidRequest, Unauthorized
+from apikeys.auth import SECURITY, authenticated, authorize
+from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
 from apikeys.routes import Blueprint
 from apikeys.scopes import SCOPES, normalize
@@ -101,9 +101,7 @@ def required_scopes(headers: Mapping[str, str], policy: Policy) -> list[str]:
 @blp.alt_response(429, schema=ErrorSchema, description=HTTPStatus(429).phrase)
 def check():
     """May the presented key make the forwarded request? (Any method; see the headers)"""
-    caller = current_principal()
-    if caller is None:
-        raise Unauthorized()
+    caller = authenticated()
     for scope in required_scopes(request.headers, current_app.extensions["apikeys.policy"]):
         authorize(scope)
     scopes = [scope for scope in SCOPES if scope in caller.scopes]
