@@ -11,7 +11,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import config as settings
-from apikeys import db, errors, policy, ratelimit, service
+from apikeys import db, errors, metrics, policy, ratelimit, service
 from apikeys.auth import SECURITY_SCHEMES
 from schemas.errors import ErrorSchema
 
@@ -68,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from apikeys.routes import api_keys, check, health
 
     ratelimit.init_app(app, guarded=[api_keys.blp, check.blp])
+    metrics.init_app(app)
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(check.blp)
     api.register_blueprint(health.blp)

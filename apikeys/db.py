@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from playhouse.db_url import connect
 from playhouse.migrations import Runner
 
 database = DatabaseProxy()
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number; PostgreSQL advisory locks are keyed by a bigint.
@@ -66,6 +68,17 @@ def init_app(app: Flask) -> None:
     """A request that queries borrows a pooled connection (peewee connects on first use),
     and gives it back at the end; /healthz and the docs never touch the database."""
     app.teardown_request(_return_connection)
+
+
+def reachable() -> bool:
+    """Whether the database answers a query now (for readiness probes)."""
+    try:
+        with database.connection_context():
+            database.execute_sql("SELECT 1")
+    except Exception:  # any failure means "not ready"; the probe reports, never raises
+        log.warning("database unreachable", exc_info=True)
+        return False
+    return True
 
 
 def _connect_at_start(patience: float = 10) -> None:

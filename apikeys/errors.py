@@ -73,6 +73,12 @@ class KeyNotFound(NotFound):
     message = "The specified key_id does not exist"
 
 
+class ServiceUnavailable(ServiceError):
+    status = 503
+    code = "service_unavailable"
+    message = "The service cannot answer now; retry shortly"
+
+
 #: The error code for each HTTP status that werkzeug or a library may raise.
 _CODES = {
     400: "invalid_request",

@@ -99,6 +99,7 @@ def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
     app.after_request(_standard_headers)
     app.before_request(functools.partial(_authenticate, {blueprint.name for blueprint in guarded}))
     limiter.init_app(app)
+    app.extensions["apikeys.limiter"] = limiter
     for blueprint in guarded:
         _guard(limiter, blueprint)
     return limiter

@@ -13,8 +13,8 @@ from apikeys import crypto, db, scopes
 from apikeys.config import ConfigError
 from apikeys.models import ApiKey, Organization
 from app import create_app
+from tests.concurrency import run_concurrently
 from tests.conftest import bearer
-from tests.test_migrations import run_concurrently
 
 pytestmark = pytest.mark.both_databases
 

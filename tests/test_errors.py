@@ -1,15 +1,13 @@
 """Every error, from every route, leaves as {"error": {"code", "message"}} in JSON."""
 
-import contextlib
 import http.client
 import json
-import threading
 
 import pytest
 
-from apikeys import db
 from apikeys.models import ApiKey
 from app import create_app
+from tests.concurrency import every_connection_busy
 from tests.conftest import bearer
 
 pytestmark = pytest.mark.both_databases
@@ -162,26 +160,6 @@ def test_database_failure_is_500_without_details(app, client, admin):
     assert_internal_error(response)
     for leak in ("api_key", "no such table", "does not exist", "peewee", "psycopg", "sqlite"):
         assert leak not in response.get_data(as_text=True).lower()
-
-
-@contextlib.contextmanager
-def every_connection_busy():
-    """Another thread holds the pool's only connection for the duration."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold_the_only_connection():
-        with db.database.connection_context():
-            held.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold_the_only_connection)
-    holder.start()
-    try:
-        held.wait(10)
-        yield
-    finally:
-        release.set()
-        holder.join()
 
 
 def test_no_free_database_connection_is_503(settings, admin):

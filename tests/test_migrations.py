@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
 from contextlib import closing
-from typing import Any
 
 import pytest
 
@@ -16,40 +13,11 @@ from apikeys import db
 from apikeys.errors import NameTaken
 from apikeys.models import ApiKey, Organization
 from app import create_app
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.both_databases
 
 MIGRATIONS = sorted(path.stem for path in db.MIGRATIONS.glob("[0-9]*.py"))
-
-
-def run_concurrently(target: Callable, calls: Sequence[tuple]) -> list[tuple[str, Any]]:
-    """``target(*args)`` in one forked process per call, all released at once.
-
-    Returns ``("ok", result)`` or ``("error", "Type: message")`` per process.
-    """
-    # A connection inherited across fork would be shared with the children.
-    if db.database.obj is not None:
-        db.database.close_all()
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(len(calls))
-    outcomes = context.Queue()
-    processes = [
-        context.Process(target=_released, args=(barrier, outcomes, target, args)) for args in calls
-    ]
-    for process in processes:
-        process.start()
-    results = [outcomes.get(timeout=60) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-    return results
-
-
-def _released(barrier, outcomes, target: Callable, args: tuple) -> None:
-    try:
-        barrier.wait(timeout=30)
-        outcomes.put(("ok", target(*args)))
-    except BaseException as error:  # reported to the parent, which asserts on it
-        outcomes.put(("error", f"{type(error).__name__}: {error}"))
 
 
 def _recorded(database_url: str) -> list[str]:

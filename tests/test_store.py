@@ -16,8 +16,8 @@ from apikeys import crypto, db, service
 from apikeys.errors import KeyNotFound
 from apikeys.models import ApiKey
 from apikeys.verification import verify
+from tests.concurrency import run_concurrently
 from tests.conftest import bearer
-from tests.test_migrations import run_concurrently
 
 API = "/api/v1/org/api-keys"
 

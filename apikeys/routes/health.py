@@ -1,7 +1,11 @@
-"""Liveness for orchestrators and load balancers."""
+"""Liveness, readiness and metrics, for orchestrators, load balancers and Prometheus."""
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
+
+from apikeys import db, metrics
+from apikeys.errors import ServiceUnavailable
 
 blp = Blueprint("health", __name__, description="Process health.")
 
@@ -12,3 +16,28 @@ class Health(MethodView):
     def get(self):
         """The process is up"""
         return {"status": "ok"}
+
+
+@blp.route("/readyz")
+class Ready(MethodView):
+    @blp.response(200)
+    @blp.alt_response(503, description="The database or Redis does not answer")
+    def get(self):
+        """The database and the rate-limit storage both answer"""
+        checks = {
+            "database": db.reachable(),
+            "redis": current_app.extensions["apikeys.limiter"].storage.check(),
+        }
+        if not all(checks.values()):
+            raise ServiceUnavailable(
+                "Not ready", details={name: "ok" if ok else "down" for name, ok in checks.items()}
+            )
+        return {"status": "ok"}
+
+
+@blp.route("/metrics")
+class Metrics(MethodView):
+    @blp.response(200, content_type="text/plain")
+    def get(self):
+        """Prometheus metrics"""
+        return metrics.exposition(current_app)
