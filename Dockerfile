@@ -1,5 +1,6 @@
-# The service under gunicorn (gunicorn.conf.py), SQLite in the /data volume by default;
-# set DATABASE_URL=postgresql://... and REDIS_URL=redis://... to scale out.
+# The service under granian (serve.py), SQLite in the /data volume by default; set
+# DATABASE_URL=postgresql://... and REDIS_URL=redis://... to scale out, and
+# WEB_CONCURRENCY to the container's CPUs (os.cpu_count() sees the host's).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATABASE_URL=sqlite:////data/apikeys.db
 
 WORKDIR /srv
-COPY setup.cfg pyproject.toml README.md app.py gunicorn.conf.py ./
+COPY setup.cfg pyproject.toml README.md app.py serve.py ./
 COPY apikeys apikeys
 COPY schemas schemas
 RUN pip install . \
@@ -20,4 +21,4 @@ VOLUME /data
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=2s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]
+CMD ["python", "serve.py"]

@@ -20,6 +20,10 @@ run: $(BIN)/.installed .dev-key
 	@echo "API key (also in .dev-key): $$(cat .dev-key)"
 	APIKEYS_BOOTSTRAP_KEY=$$(cat .dev-key) $(BIN)/flask --app app run --port $(PORT)
 
+# The sidecar's benchmark (bench/README.md); needs wrk: apt-get install -y wrk
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.run
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 

@@ -1,0 +1,1 @@
+"""The benchmark and its tools: ``python -m bench.run`` (see bench/README.md)."""
