@@ -21,7 +21,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import redis
 
 from apikeys import crypto, db
 from bench import seed
+from tests.servers import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -155,7 +155,7 @@ def serve(name: str, command: list[str], port: int, env: dict, probe: dict) -> I
             _wait_until_up(server, **probe)
             yield server
         finally:
-            _stop(process)
+            stop_process_group(process, grace=15)
 
 
 def _wait_until_up(server: Server, path: str, headers: dict[str, str]) -> None:
@@ -172,21 +172,6 @@ def _wait_until_up(server: Server, path: str, headers: dict[str, str]) -> None:
             raise RuntimeError(f"{server.name}: GET {path} answered {status}: {body[:300]!r}")
         return
     raise TimeoutError(f"{server.name} did not answer within {START_TIMEOUT:.0f} s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """TERM the server's process group (master and workers); KILL what is left."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def free_port() -> int:

@@ -108,7 +108,7 @@ def gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterat
         _wait_until_healthy(server)
         yield server
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 class StartFailed(AssertionError):
@@ -150,12 +150,12 @@ def _fail_if_exited(process: subprocess.Popen, error_log: Path) -> None:
         raise StartFailed(process.returncode, log)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process_group(process: subprocess.Popen, grace: float = 10) -> None:
     """TERM the server's own process group (master and workers); KILL what is left."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
     try:
