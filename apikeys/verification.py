@@ -63,6 +63,8 @@ def verify(
     key_id, org_id, stored_hash, stored_scopes, expires_at, last_used_at = row
     now = now or utcnow()
     expires_at = _timestamp(expires_at)
+    # The row was found by this hash; comparing again in constant time keeps the rule that
+    # nothing derived from a secret is compared with ==, whatever the database's collation.
     if not hmac.compare_digest(stored_hash, digest) or (expires_at and expires_at <= now):
         return None
     last_used_at = _timestamp(last_used_at)
