@@ -39,6 +39,13 @@ def _authenticate(guarded: set[str]) -> None:
         current_principal()
 
 
+def _automatic_options() -> bool:
+    """Flask's own answer to OPTIONS (a browser's preflight) carries no key and asks nothing
+    of the service: it must not spend an address's failed-authentication budget."""
+    rule = request.url_rule
+    return request.method == "OPTIONS" and rule is not None and rule.provide_automatic_options
+
+
 def _guard(limiter: Limiter, blueprint: Blueprint) -> None:
     """Apply the per-key and the failed-authentication limits to every route of ``blueprint``.
 
@@ -99,6 +106,7 @@ def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
     app.after_request(_standard_headers)
     app.before_request(functools.partial(_authenticate, {blueprint.name for blueprint in guarded}))
     limiter.init_app(app)
+    limiter.request_filter(_automatic_options)
     app.extensions["apikeys.limiter"] = limiter
     for blueprint in guarded:
         _guard(limiter, blueprint)
