@@ -66,8 +66,9 @@ def bootstrap(secret: str, organization_name: str) -> None:
             "APIKEYS_BOOTSTRAP_KEY is not a valid key; "
             "unset it and make one with `flask --app app keys generate`"
         )
+    seeded = ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret))
     with database.connection_context(), database.atomic():
-        if ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret)).exists():
+        if seeded.exists():
             return
         organization = Organization.ensure(organization_name)
         name = f"bootstrap {crypto.hint(secret)}"
@@ -75,5 +76,5 @@ def bootstrap(secret: str, organization_name: str) -> None:
             ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
         except NameTaken:
             # Another worker seeded the same key a moment ago: that is the goal.
-            if not ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret)).exists():
+            if not seeded.exists():
                 raise
