@@ -73,6 +73,12 @@ class KeyNotFound(NotFound):
     message = "The specified key_id does not exist"
 
 
+class RateLimited(ServiceError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests; back off and retry after the time in Retry-After"
+
+
 class ServiceUnavailable(ServiceError):
     status = 503
     code = "service_unavailable"
@@ -96,7 +102,7 @@ _MESSAGES = {
     404: "No such endpoint",
     405: "This endpoint does not accept that method",
     413: "The request body is too large",
-    429: "Too many requests; back off and retry after the time in Retry-After",
+    429: RateLimited.message,
     500: "Internal error",
 }
 

@@ -4,6 +4,9 @@ Counters live in Redis (``REDIS_URL``) so that they hold across workers and inst
 without Redis they live in this process's memory, which suits local use only. If Redis
 becomes unreachable the limiter falls back to in-memory counters and logs it, and
 requests are still served and still authenticated.
+
+The API's routes are limited by flask-limiter. The check, the hot path, spends the same
+budgets through leases (apikeys/leases.py), which spare it most round trips to Redis.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import functools
 import time
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_limiter import HeaderNames, Limiter
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
 
 from apikeys.auth import current_principal
+from apikeys.errors import RateLimited
+from apikeys.leases import LeasedLimiter
 
 
 def _caller() -> str:
@@ -58,12 +64,42 @@ def _guard(limiter: Limiter, blueprint: Blueprint) -> None:
     limiter.shared_limit(_caller_limit, scope="caller", key_func=_caller)(blueprint)
 
 
-def _standard_headers(response: Response) -> Response:
-    """Align flask-limiter's headers with the RateLimit header fields.
+@functools.lru_cache(maxsize=16)
+def _parsed(limits: str) -> list[RateLimitItem]:
+    return sorted(parse_many(limits))
 
-    It sends the reset as a Unix time where RateLimit-Reset means seconds from now, and
-    Retry-After on every response where only a 429 (or a 503) asks the client to wait.
+
+def _spend_from_lease(leases: LeasedLimiter, leased: set[str]) -> None:
+    """Spend the budget flask-limiter would, from this worker's lease: RateLimited when spent.
+
+    The same limits, keys and scope as ``_guard``'s, so that a key's checks and its API
+    requests spend one budget.
     """
+    if request.blueprint not in leased:
+        return
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
+    identifiers = (prefix, _caller(), "caller") if prefix else (_caller(), "caller")
+    windows = []
+    for item in _parsed(_caller_limit()):
+        windows.append(leases.spend(item, *identifiers))
+        if not windows[-1].allowed:
+            break
+    g.rate_window = min(windows, key=lambda window: (window.allowed, window.remaining))
+    if not g.rate_window.allowed:
+        raise RateLimited()
+
+
+def _standard_headers(response: Response) -> Response:
+    """Align flask-limiter's headers with the RateLimit header fields, or add the lease's.
+
+    flask-limiter sends the reset as a Unix time where RateLimit-Reset means seconds from
+    now, and Retry-After on every response where only a 429 (or a 503) asks the client
+    to wait.
+    """
+    window = g.get("rate_window")
+    if window:
+        response.headers.update(window.headers())
+        return response
     reset_at = response.headers.get("RateLimit-Reset")
     if reset_at and reset_at.isdigit():
         response.headers["RateLimit-Reset"] = str(max(0, int(reset_at) - int(time.time())))
@@ -72,8 +108,21 @@ def _standard_headers(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
-    """Rate-limit the ``guarded`` blueprints of ``app``.
+def _confine(app: Flask, blueprints: set[str]) -> None:
+    """Run the request hooks flask-limiter has just registered for ``blueprints`` only.
+
+    It registers them app-wide, and they cost a request it does not limit (the leased
+    check) about a quarter of that request's own work.
+    """
+    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        hook = hooks[None].pop()
+        for name in blueprints:
+            hooks.setdefault(name, []).append(hook)
+
+
+def init_app(app: Flask, guarded: list[Blueprint], leased: list[Blueprint]) -> Limiter:
+    """Rate-limit the ``guarded`` blueprints of ``app`` with flask-limiter, and the
+    ``leased`` ones with leases of the same budgets.
 
     One Limiter per app: flask-limiter keeps the first app's key prefix and strategy in
     the instance, so a shared one would let one app's settings leak into the next.
@@ -91,9 +140,9 @@ def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
     )
     # Two Redis round trips per request (the hit, then the window for the headers) where
     # fixed-window takes three, and no burst of twice the limit across a window's edge;
-    # O(1) in Redis where moving-window keeps a timestamp per request. bench/README.md
-    # has the numbers.
-    app.config.setdefault("RATELIMIT_STRATEGY", "sliding-window-counter")
+    # O(1) in Redis where moving-window keeps a timestamp per request; and the strategy
+    # leases need. bench/README.md has the numbers.
+    app.config["RATELIMIT_STRATEGY"] = "sliding-window-counter"
     if app.config["REDIS_URL"]:
         app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
         # Fail fast when Redis hangs rather than holding the request.
@@ -107,6 +156,12 @@ def init_app(app: Flask, guarded: list[Blueprint]) -> Limiter:
     app.before_request(functools.partial(_authenticate, {blueprint.name for blueprint in guarded}))
     limiter.init_app(app)
     limiter.request_filter(_automatic_options)
+    _confine(app, {blueprint.name for blueprint in guarded})
+    names = {blueprint.name for blueprint in leased}
+    if limiter.enabled:
+        app.before_request(
+            functools.partial(_spend_from_lease, LeasedLimiter(limiter.storage), names)
+        )
     app.extensions["apikeys.limiter"] = limiter
     for blueprint in guarded:
         _guard(limiter, blueprint)

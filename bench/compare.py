@@ -47,14 +47,14 @@ def main() -> None:
         keys = [crypto.generate_secret() for _ in range(run.ROTATING_KEYS)]
         keys_file = work / "keys.txt"
         keys_file.write_text("\n".join(keys) + "\n")
-        database = work / "small.db"
+        database = f"sqlite:///{work / 'small.db'}"
         run.seed_small(database, keys[:-1], keys[-1])
         env = {
             "BENCH_LOGS": str(work),
             "BENCH_REDIS_PREFIX": prefix,
             "REDIS_URL": args.redis_url,
             "RATE_LIMIT_PER_KEY": run.RATE_LIMIT,
-            "DATABASE_URL": f"sqlite:///{database}",
+            "DATABASE_URL": database,
         }
         headers = {"Authorization": f"Bearer {keys[0]}", "X-Required-Scope": run.SCOPE}
         servers = []

@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 from apikeys import db, scopes, service
 from apikeys.models import Organization
 from app import create_app
+from tests.servers import redis_server
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -85,6 +86,14 @@ def database_url(request, tmp_path):
     if getattr(request, "param", "sqlite") == "postgresql":
         return request.getfixturevalue("postgres_url")
     return f"sqlite:///{tmp_path / 'apikeys.db'}"
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    """A Redis server of this test's own, which the test may kill; the app's settings use it."""
+    with redis_server(tmp_path) as (server, url):
+        settings["REDIS_URL"] = url
+        yield server
 
 
 @pytest.fixture

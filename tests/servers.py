@@ -1,8 +1,11 @@
-"""A real gunicorn server for the tests that need several worker processes.
+"""Real servers for the tests that need processes of their own.
 
 ``gunicorn(tmp_path, env)`` starts ``app:create_app()`` on a free port and stops it on
 exit, whatever happens in between. Its access log names the worker that served each
 request, so a test can tell that every worker has answered.
+
+``redis_server(tmp_path)`` starts a Redis of the test's own, which the test may stop or
+kill: never the shared one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -163,3 +167,37 @@ def stop_process_group(process: subprocess.Popen, grace: float = 10) -> None:
     except ProcessLookupError:
         pass  # master and workers are all gone already
     process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def redis_server(
+    directory: Path, port: int | None = None
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A Redis server of the caller's own, and its URL; killed on exit if still running."""
+    port = port or free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--appendonly", "no", "--daemonize", "no", "--dir", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Its log says when it listens; it exits (ending the log) if it cannot.
+        for line in server.stdout:
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise RuntimeError("redis-server exited before it was ready")
+        yield server, f"redis://127.0.0.1:{port}/0"
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+        server.stdout.close()
