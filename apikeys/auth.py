@@ -39,14 +39,18 @@ def presented_secret(headers: Mapping[str, str]) -> str | None:
     return bearer or (api_key.strip() if api_key else None)
 
 
+_UNVERIFIED = object()
+
+
 def current_principal() -> Principal | None:
     """The request's principal, verified once per request and remembered."""
-    if "principal" not in g:
-        g.principal = verify(
+    principal = g.get("principal", _UNVERIFIED)
+    if principal is _UNVERIFIED:
+        principal = g.principal = verify(
             presented_secret(request.headers),
             current_app.config["LAST_USED_INTERVAL_SECONDS"],
         )
-    return g.principal
+    return principal
 
 
 def principal() -> Principal:

@@ -11,6 +11,7 @@ import zlib
 #: Fixed, greppable prefix so that secret scanners can spot leaked keys.
 PREFIX = "evk_"
 _ALPHABET = string.digits + string.ascii_letters
+_ALPHABET_SET = frozenset(_ALPHABET)
 _BODY_LENGTH = 32  # 32 base62 characters carry about 190 random bits.
 _CHECKSUM_LENGTH = 6  # a CRC32 in base62 fits in 6 characters.
 SECRET_LENGTH = len(PREFIX) + _BODY_LENGTH + _CHECKSUM_LENGTH
@@ -39,7 +40,7 @@ def is_well_formed(secret: str) -> bool:
     if len(secret) != SECRET_LENGTH or not secret.startswith(PREFIX):
         return False
     # Checksum characters too: compare_digest raises on non-ASCII strings.
-    if not all(char in _ALPHABET for char in secret[len(PREFIX) :]):
+    if not _ALPHABET_SET.issuperset(secret[len(PREFIX) :]):
         return False
     body = secret[len(PREFIX) : -_CHECKSUM_LENGTH]
     return hmac.compare_digest(secret[-_CHECKSUM_LENGTH:], _checksum(body))

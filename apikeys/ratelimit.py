@@ -24,25 +24,35 @@ from apikeys.errors import RateLimited
 from apikeys.leases import LeasedLimiter
 
 
-def _caller() -> str:
-    """Whose budget a request spends: its key's, or its address's when it fails to authenticate."""
+def _budget() -> tuple[str, str]:
+    """Whose budget a request spends, and its limits: its key's, or its address's when it
+    fails to authenticate."""
     principal = current_principal()
-    return f"key/{principal.key_id}" if principal else f"address/{get_remote_address()}"
+    if principal:
+        return f"key/{principal.key_id}", current_app.config["RATE_LIMIT_PER_KEY"]
+    return f"address/{get_remote_address()}", current_app.config["RATE_LIMIT_FAILED_AUTH"]
+
+
+def _caller() -> str:
+    return _budget()[0]
 
 
 def _caller_limit() -> str:
-    authenticated = current_principal() is not None
-    return current_app.config["RATE_LIMIT_PER_KEY" if authenticated else "RATE_LIMIT_FAILED_AUTH"]
+    return _budget()[1]
 
 
-def _authenticate(guarded: set[str]) -> None:
-    """Verify the key before the limiter runs (before_request hooks run in order).
+def _before_request(guarded: set[str], leased: set[str], leases: LeasedLimiter | None) -> None:
+    """Verify the key before flask-limiter's hook runs next (on ``guarded`` blueprints), or
+    spend the budget from a lease (on ``leased`` ones).
 
-    The limiter takes any error raised while it evaluates limits, a database error in
+    flask-limiter takes any error raised while it evaluates limits, a database error in
     its key function included, for Redis being down, and falls back to in-memory counters.
     """
-    if request.blueprint in guarded:
+    blueprint = request.blueprint
+    if blueprint in guarded:
         current_principal()
+    elif blueprint in leased and leases:
+        _spend_from_lease(leases)
 
 
 def _automatic_options() -> bool:
@@ -69,18 +79,17 @@ def _parsed(limits: str) -> list[RateLimitItem]:
     return sorted(parse_many(limits))
 
 
-def _spend_from_lease(leases: LeasedLimiter, leased: set[str]) -> None:
+def _spend_from_lease(leases: LeasedLimiter) -> None:
     """Spend the budget flask-limiter would, from this worker's lease: RateLimited when spent.
 
     The same limits, keys and scope as ``_guard``'s, so that a key's checks and its API
     requests spend one budget.
     """
-    if request.blueprint not in leased:
-        return
+    caller, limits = _budget()
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
-    identifiers = (prefix, _caller(), "caller") if prefix else (_caller(), "caller")
+    identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
     windows = []
-    for item in _parsed(_caller_limit()):
+    for item in _parsed(limits):
         windows.append(leases.spend(item, *identifiers))
         if not windows[-1].allowed:
             break
@@ -98,7 +107,7 @@ def _standard_headers(response: Response) -> Response:
     """
     window = g.get("rate_window")
     if window:
-        response.headers.update(window.headers())
+        response.headers.extend(window.headers())
         return response
     reset_at = response.headers.get("RateLimit-Reset")
     if reset_at and reset_at.isdigit():
@@ -108,14 +117,16 @@ def _standard_headers(response: Response) -> Response:
     return response
 
 
-def _confine(app: Flask, blueprints: set[str]) -> None:
-    """Run the request hooks flask-limiter has just registered for ``blueprints`` only.
+def _confine(app: Flask, limiter: Limiter, blueprints: set[str]) -> None:
+    """Run the request hooks ``limiter`` has just registered for ``blueprints`` only.
 
     It registers them app-wide, and they cost a request it does not limit (the leased
     check) about a quarter of that request's own work.
     """
     for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
         hook = hooks[None].pop()
+        if limiter not in (getattr(hook, "__self__", None), *getattr(hook, "args", ())):
+            raise RuntimeError(f"not a hook of flask-limiter's: {hook!r}")
         for name in blueprints:
             hooks.setdefault(name, []).append(hook)
 
@@ -151,17 +162,21 @@ def init_app(app: Flask, guarded: list[Blueprint], leased: list[Blueprint]) -> L
         )
     else:
         app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
-    # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
-    app.after_request(_standard_headers)
-    app.before_request(functools.partial(_authenticate, {blueprint.name for blueprint in guarded}))
+    guarded_names = {blueprint.name for blueprint in guarded}
     limiter.init_app(app)
     limiter.request_filter(_automatic_options)
-    _confine(app, {blueprint.name for blueprint in guarded})
-    names = {blueprint.name for blueprint in leased}
-    if limiter.enabled:
-        app.before_request(
-            functools.partial(_spend_from_lease, LeasedLimiter(limiter.storage), names)
+    leases = None
+    if limiter.enabled:  # RATELIMIT_ENABLED=False: flask-limiter sets up nothing at all
+        _confine(app, limiter, guarded_names)
+        leases = LeasedLimiter(limiter.storage)
+    # App-wide, so Flask runs them around the limiter's, which are now the blueprints':
+    # before its before_request hook, after its after_request hook.
+    app.before_request(
+        functools.partial(
+            _before_request, guarded_names, {blueprint.name for blueprint in leased}, leases
         )
+    )
+    app.after_request(_standard_headers)
     app.extensions["apikeys.limiter"] = limiter
     for blueprint in guarded:
         _guard(limiter, blueprint)

@@ -12,6 +12,7 @@ from apikeys.config import ConfigError
 from apikeys.models import ApiKey
 from apikeys.policy import METHODS
 from app import create_app
+from schemas.check import CheckSchema
 from tests.conftest import bearer
 
 CHECK = "/api/v1/auth/check"
@@ -73,6 +74,10 @@ def test_a_key_holding_the_scope_passes_with_who_it_is(check, org, reader, targe
     assert response.headers["X-Auth-Key-Id"] == reader.id
     assert response.headers["X-Auth-Scopes"] == "read:charge_points read:billing"
     assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Type"] == "application/json"
+    # The view skips the schema on the hot path; what it writes is what the schema says.
+    assert CheckSchema().dump(response.json) == response.json
+    assert CheckSchema().load(response.json) == response.json
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -443,3 +448,19 @@ def test_the_openapi_document_describes_the_check(client):
             "X-Forwarded-Method",
             "X-Forwarded-Uri",
         }
+
+
+@pytest.fixture
+def unlimited(settings):
+    settings["RATELIMIT_ENABLED"] = False  # flask-limiter's own switch
+
+
+def test_with_rate_limits_switched_off_nothing_is_limited(unlimited, client, check, reader):
+    for _ in range(3):
+        response = check(reader.key, headers={"X-Required-Scope": "read:billing"})
+        assert response.status_code == 200
+        assert "RateLimit-Limit" not in response.headers
+    assert check(None, headers={"X-Required-Scope": "read:billing"}).status_code == 401
+    listed = client.get("/api/v1/org/api-keys", headers=bearer(reader.key))
+    assert listed.status_code == 403
+    assert "RateLimit-Limit" not in listed.headers

@@ -22,7 +22,7 @@ from flask import current_app, request
 from apikeys.auth import SECURITY, authenticated, authorize
 from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
-from apikeys.routes import Blueprint
+from apikeys.routes import Blueprint, documented
 from apikeys.scopes import SCOPES, normalize
 from schemas.check import CheckSchema
 from schemas.errors import ErrorSchema
@@ -93,12 +93,14 @@ def required_scopes(headers: Mapping[str, str], policy: Policy) -> list[str]:
 
 
 @blp.route("/check", methods=list(METHODS))
-@blp.doc(security=SECURITY, parameters=_HEADER_DOCS)
-@blp.response(200, CheckSchema, headers=_ANSWER_HEADERS)
-@blp.alt_response(400, schema=ErrorSchema, description="No target, or an unknown scope")
-@blp.alt_response(401, schema=ErrorSchema, description=HTTPStatus(401).phrase)
-@blp.alt_response(403, schema=ErrorSchema, description="Lacks the scope, or an unknown route")
-@blp.alt_response(429, schema=ErrorSchema, description=HTTPStatus(429).phrase)
+@documented(
+    blp.doc(security=SECURITY, parameters=_HEADER_DOCS),
+    blp.response(200, CheckSchema, headers=_ANSWER_HEADERS),
+    blp.alt_response(400, schema=ErrorSchema, description="No target, or an unknown scope"),
+    blp.alt_response(401, schema=ErrorSchema, description=HTTPStatus(401).phrase),
+    blp.alt_response(403, schema=ErrorSchema, description="Lacks the scope, or an unknown route"),
+    blp.alt_response(429, schema=ErrorSchema, description=HTTPStatus(429).phrase),
+)
 def check():
     """May the presented key make the forwarded request? (Any method; see the headers)"""
     caller = authenticated()
