@@ -14,8 +14,13 @@ be refused a little before its limit. Leases shrink as the budget runs down (a s
 of what remains), so a budget near its end, or too small to share, is spent one unit per
 round trip, exactly. RateLimit-Remaining counts what Redis has left plus this worker's lease.
 
-When Redis does not answer, budgets are counted in this process's memory, one unit at a
-time, and Redis is asked again every few seconds.
+A lease is taken by one Lua script, ``limits``' own acquisition on the same keys that
+also answers the window's state, in one atomic round trip: a lease can never outlive
+the window its units are counted in. When Redis does not answer, budgets are counted in
+this process's memory (flask-limiter's fallback storage, so the routes and the check
+still spend one budget), one unit at a time, and one request every few seconds tries
+Redis again. Without Redis at all (local use) there is no round trip to save, so no
+lease: every unit is counted as it is spent.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItem
-from limits.storage import MemoryStorage, Storage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import MemoryStorage, RedisStorage, Storage
 from redis import RedisError
 
 log = logging.getLogger(__name__)
@@ -42,10 +47,46 @@ LEASE_MAX = 100
 LEASES_KEPT = 10_000
 #: Seconds between attempts to reach Redis again after it failed.
 RETRY_SECONDS = 2.0
-
-
 #: flask-limiter's words, so that one log search finds both.
 FALLING_BACK = "Rate limit storage unreachable - falling back to in-memory storage"
+
+#: limits' acquire_sliding_window.lua (limits 5), on the same keys with the same
+#: roll-over, but taking ``wanted`` units or else one, and answering the window's state
+#: after the hit: the lease and the window it belongs to, read atomically.
+_TAKE_LEASE = """
+local limit = tonumber(ARGV[1])
+local expiry = tonumber(ARGV[2]) * 1000
+local wanted = tonumber(ARGV[3])
+
+local current_ttl = tonumber(redis.call('pttl', KEYS[2]))
+if current_ttl > 0 and current_ttl < expiry then
+    -- Current window expired, shift it to the previous window
+    redis.call('rename', KEYS[2], KEYS[1])
+    redis.call('set', KEYS[2], 0, 'PX', current_ttl + expiry)
+end
+
+local previous_count = tonumber(redis.call('get', KEYS[1])) or 0
+local previous_ttl = math.max(0, tonumber(redis.call('pttl', KEYS[1])) or 0)
+local current_count = tonumber(redis.call('get', KEYS[2])) or 0
+local weighted_count = math.floor(previous_count * previous_ttl / expiry) + current_count
+
+local granted = 0
+if weighted_count + wanted <= limit then
+    granted = wanted
+elseif weighted_count + 1 <= limit then
+    granted = 1
+end
+if granted > 0 then
+    if redis.call('exists', KEYS[2]) == 1 then
+        redis.call('incrby', KEYS[2], granted)
+    else
+        redis.call('set', KEYS[2], granted, 'PX', expiry * 2)
+    end
+end
+current_count = tonumber(redis.call('get', KEYS[2])) or 0
+current_ttl = math.max(0, tonumber(redis.call('pttl', KEYS[2])) or 0)
+return {granted, previous_count, previous_ttl, current_count, current_ttl}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +112,9 @@ class Window:
 @dataclass(slots=True)
 class _Lease:
     units: int  # left to spend here
-    remaining: int  # what Redis had left once this lease was taken
-    frees_at: float  # when Redis frees its next unit (time.time())
-    ends_at: float  # when Redis's current window rolls over and the lease lapses
+    remaining: int  # what Redis had left when it granted this lease
+    frees_at: float  # when Redis frees its next unit (on the limiter's clock)
+    ends_at: float  # when Redis's window rolls over: the lease lapses with it
 
     def window(self, limit: int, now: float) -> Window:
         reset = math.ceil(max(0.0, self.frees_at - now))
@@ -81,12 +122,28 @@ class _Lease:
 
 
 class LeasedLimiter:
-    """Sliding-window-counter limits on ``storage`` (Redis, or memory without Redis),
-    spent from this worker's leases."""
+    """Sliding-window-counter limits on ``storage``, spent from this worker's leases when
+    it is Redis; counted in ``fallback`` (memory) while Redis does not answer.
 
-    def __init__(self, storage: Storage) -> None:
-        self._shared = SlidingWindowCounterRateLimiter(storage)
-        self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+    RateLimit-Remaining is what Redis had left when this worker last took a lease of the
+    budget, plus the units of that lease it has not spent: others' spending since then
+    shows at the next lease.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        fallback: Storage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._storage = storage
+        self._fallback = fallback or MemoryStorage()
+        self._take_lease = (
+            storage.get_connection().register_script(_TAKE_LEASE)
+            if isinstance(storage, RedisStorage)
+            else None
+        )
+        self._clock = clock
         self._down = False
         self._retry_at = 0.0
         self._leases: dict[str, _Lease] = {}
@@ -95,77 +152,86 @@ class LeasedLimiter:
     def spend(self, item: RateLimitItem, *identifiers: str) -> Window:
         """Spend one unit of the budget ``item`` for ``identifiers`` (flask-limiter's)."""
         key = item.key_for(*identifiers)
-        now = time.time()
         with self._lock:
-            lease = self._leases.get(key)
+            now = self._clock()
+            lease = self._leases.pop(key, None)
             if lease and lease.units and now < lease.ends_at:
                 lease.units -= 1
+                self._keep(key, lease)
                 return lease.window(item.amount, now)
-        known = lease.remaining if lease else item.amount
-        size = max(1, min(LEASE_MAX, known // LEASE_SHARE))
-        window, lease = self._ask(item, identifiers, size, now)
-        with self._lock:
-            self._leases.pop(key, None)  # re-inserted last: the most recently used
-            if lease:
-                self._leases[key] = lease
-                if len(self._leases) > LEASES_KEPT:
-                    del self._leases[next(iter(self._leases))]
-        return window
-
-    def _ask(
-        self, item: RateLimitItem, identifiers: tuple[str, ...], size: int, now: float
-    ) -> tuple[Window, _Lease | None]:
-        """Ask Redis (or, while it is down, memory) for a lease of ``size`` units."""
-        if not self._down or now >= self._retry_at:
+            ask_redis = self._take_lease is not None and (not self._down or now >= self._retry_at)
+            if ask_redis and self._down:
+                # This request tries Redis again; the others go on in memory meanwhile.
+                self._retry_at = now + RETRY_SECONDS
+        if ask_redis:
+            known = lease.remaining if lease else item.amount
             try:
-                answer = _lease(self._shared, item, identifiers, size, now)
+                window, lease = self._lease(item, key, known, now)
             except RedisError:
-                if not self._down:
-                    log.warning(FALLING_BACK)
-                self._down, self._retry_at = True, now + RETRY_SECONDS
+                self._failed()
             else:
-                if self._down:
-                    log.info("Rate limit storage recovered")
-                self._down = False
-                return answer
-        # No lease from memory: its units would outlive the outage uncounted in Redis.
-        window, _ = _lease(self._memory, item, identifiers, 1, now)
-        return window, None
+                with self._lock:
+                    if self._down:
+                        log.info("Rate limit storage recovered")
+                        self._down = False
+                    if lease:
+                        self._keep(key, lease)
+                return window
+        return _counted(self._storage if self._take_lease is None else self._fallback, item, key)
+
+    def _lease(
+        self, item: RateLimitItem, key: str, known: int, now: float
+    ) -> tuple[Window, _Lease | None]:
+        """A lease of a sixteenth of the ``known`` remainder (or of one unit, when fewer
+        remain), one of its units spent now; or the refusal. One atomic round trip."""
+        size = max(1, min(LEASE_MAX, known // LEASE_SHARE))
+        # limits' keys for the previous and the current window, under its prefix ({key}
+        # keeps the two on one node of a Redis cluster).
+        windows = [f"{{{key}}}/-1", f"{{{key}}}"]
+        granted, *state = self._take_lease(
+            [self._storage.prefixed_key(window) for window in windows],
+            [item.amount, item.get_expiry(), size],
+        )
+        previous, previous_ttl, current, current_ttl = state
+        remaining, frees_in, ends_in = _window(
+            item, previous, previous_ttl / 1000, current, current_ttl / 1000
+        )
+        if not granted:
+            return Window(False, item.amount, 0, math.ceil(frees_in)), None
+        lease = _Lease(granted - 1, remaining, now + frees_in, now + ends_in)
+        return lease.window(item.amount, now), lease
+
+    def _keep(self, key: str, lease: _Lease) -> None:
+        """Keep ``key``'s lease as the most recently used; drop the oldest past the bound."""
+        self._leases[key] = lease
+        if len(self._leases) > LEASES_KEPT:
+            del self._leases[next(iter(self._leases))]
+
+    def _failed(self) -> None:
+        with self._lock:
+            if not self._down:
+                log.warning(FALLING_BACK)
+            # Units already leased stay spendable: Redis counted them.
+            self._down, self._retry_at = True, self._clock() + RETRY_SECONDS
 
 
-def _lease(
-    strategy: SlidingWindowCounterRateLimiter,
-    item: RateLimitItem,
-    identifiers: tuple[str, ...],
-    size: int,
-    now: float,
-) -> tuple[Window, _Lease | None]:
-    """A lease of ``size`` units, or of one when fewer remain, one of them spent now;
-    or the refusal when none remains."""
-    for units in dict.fromkeys((size, 1)):
-        if strategy.hit(item, *identifiers, cost=units):
-            break
-    else:
-        units = 0
-    remaining, frees_in, ends_in = _window(strategy.storage, item, identifiers)
-    if not units:
-        return Window(False, item.amount, 0, math.ceil(frees_in)), None
-    lease = _Lease(units - 1, remaining, now + frees_in, now + ends_in)
-    return lease.window(item.amount, now), lease
+def _counted(storage: Storage, item: RateLimitItem, key: str) -> Window:
+    """One unit spent (or refused) in ``storage`` as it is asked for: memory has no round
+    trip to save, so no lease."""
+    expiry = item.get_expiry()
+    allowed = storage.acquire_sliding_window_entry(key, item.amount, expiry, 1)
+    remaining, frees_in, _ = _window(item, *storage.get_sliding_window(key, expiry))
+    return Window(allowed, item.amount, remaining, math.ceil(frees_in))
 
 
 def _window(
-    storage: Storage, item: RateLimitItem, identifiers: tuple[str, ...]
+    item: RateLimitItem, previous: int, previous_ttl: float, current: int, current_ttl: float
 ) -> tuple[int, float, float]:
     """What remains, seconds until a unit is freed, and until the window rolls over.
 
-    The first two as ``limits``' get_window_stats computes them; the roll-over comes from
-    the same round trip, which get_window_stats does not return.
+    The first two as ``limits``' get_window_stats computes them (TTLs in seconds).
     """
     expiry = item.get_expiry()
-    previous, previous_ttl, current, current_ttl = storage.get_sliding_window(
-        item.key_for(*identifiers), expiry
-    )
     remaining = max(0, item.amount - math.floor(previous * previous_ttl / expiry + current))
     frees_in = min(
         previous_ttl % (expiry / previous) if previous else math.inf,

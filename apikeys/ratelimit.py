@@ -168,7 +168,9 @@ def init_app(app: Flask, guarded: list[Blueprint], leased: list[Blueprint]) -> L
     leases = None
     if limiter.enabled:  # RATELIMIT_ENABLED=False: flask-limiter sets up nothing at all
         _confine(app, limiter, guarded_names)
-        leases = LeasedLimiter(limiter.storage)
+        # flask-limiter's own fallback storage (it has no public name for it), so that
+        # the routes and the check still spend one budget while Redis is down.
+        leases = LeasedLimiter(limiter.storage, getattr(limiter, "_fallback_storage", None))
     # App-wide, so Flask runs them around the limiter's, which are now the blueprints':
     # before its before_request hook, after its after_request hook.
     app.before_request(

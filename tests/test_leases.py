@@ -10,9 +10,8 @@ import secrets
 import threading
 
 import pytest
-import time_machine
 from limits import parse
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 
 from apikeys import leases
 from apikeys.leases import LeasedLimiter
@@ -121,15 +120,27 @@ def test_workers_share_the_budget_with_flask_limiter(generous, client, admin):
     assert int(listed.headers["RateLimit-Remaining"]) == 1600 - 100 - 1
 
 
+class Clock:
+    """The limiter's clock, moved by the test: Redis's own time goes on as it does."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_lease_lapses_when_the_window_rolls_over(storage, caller):
     item = parse("1600/minute")
-    worker = LeasedLimiter(storage)
-    with time_machine.travel(0, tick=False) as clock:
-        clock.move_to(1_000_000)
-        worker.spend(item, *caller)
-        assert counted(storage, item, caller) == 100
-        clock.shift(61)  # past the end of Redis's window: its units are not to be spent now
-        worker.spend(item, *caller)
+    clock = Clock()
+    worker = LeasedLimiter(storage, clock=clock)
+    worker.spend(item, *caller)
+    assert counted(storage, item, caller) == 100
+    clock.now += 59
+    worker.spend(item, *caller)  # from the lease
+    assert counted(storage, item, caller) == 100
+    clock.now += 2  # past the end of Redis's window: its units are not to be spent now
+    worker.spend(item, *caller)
     # Redis's own clock has not moved: its window holds both leases.
     assert counted(storage, item, caller) == 100 + 1500 // 16
 
@@ -163,23 +174,35 @@ def test_without_redis_budgets_are_counted_in_memory(tmp_path, caller, caplog):
     assert len(warnings) == 1
 
 
-def test_redis_back_is_used_again(tmp_path, caller, caplog):
+def test_redis_is_tried_again_every_few_seconds_and_used_when_back(tmp_path, caller, caplog):
     item = parse("1000/minute")
+    clock = Clock()
     with redis_server(tmp_path) as (server, url):
         port = int(url.rsplit(":", 1)[1].split("/")[0])
-        worker = LeasedLimiter(storage_from_string(url, socket_timeout=0.5))
+        worker = LeasedLimiter(storage_from_string(url, socket_timeout=0.5), clock=clock)
         server.kill()
         server.wait()
-        with time_machine.travel(0, tick=False) as clock:
-            clock.move_to(1_000_000)
+        assert worker.spend(item, *caller).allowed  # in memory
+        with redis_server(tmp_path, port=port) as (_, again):
+            assert again == url
+            back = storage_from_string(url)
+            clock.now += leases.RETRY_SECONDS - 0.5
             assert worker.spend(item, *caller).allowed
-            with redis_server(tmp_path, port=port) as (_, again):
-                assert again == url
-                clock.shift(leases.RETRY_SECONDS + 1)
-                with caplog.at_level(logging.INFO):
-                    assert worker.spend(item, *caller).allowed
-                assert counted(storage_from_string(url), item, caller) == 1000 // 16
+            assert counted(back, item, caller) == 0  # not asked again yet
+            clock.now += 1
+            with caplog.at_level(logging.INFO):
+                window = worker.spend(item, *caller)
+            assert counted(back, item, caller) == 1000 // 16
+    assert window.remaining == 1000 - 1
     assert any("recovered" in record.getMessage() for record in caplog.records)
+
+
+def test_without_redis_configured_every_unit_is_counted_as_spent(caller):
+    memory = MemoryStorage()
+    worker = LeasedLimiter(memory)
+    item = parse("1600/minute")
+    assert [worker.spend(item, *caller).remaining for _ in range(3)] == [1599, 1598, 1597]
+    assert memory.get_sliding_window(item.key_for(*caller), 60)[2] == 3
 
 
 def test_threads_of_one_worker_never_spend_a_unit_twice(storage, caller):

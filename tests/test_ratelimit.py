@@ -230,6 +230,17 @@ def test_redis_going_away_falls_back_in_process(own_redis, client, admin, make_k
     assert_rate_limited(client.get(URL))
 
 
+def test_without_redis_the_check_and_the_routes_still_spend_one_budget(own_redis, client, admin):
+    check = {**bearer(admin.key), "X-Required-Scope": "read:api_keys"}
+    own_redis.kill()
+    own_redis.wait()
+    assert client.get("/api/v1/auth/check", headers=check).status_code == 200
+    assert client.get(URL, headers=bearer(admin.key)).status_code == 200
+    assert client.get("/api/v1/auth/check", headers=check).status_code == 200
+    assert_rate_limited(client.get(URL, headers=bearer(admin.key)))
+    assert_rate_limited(client.get("/api/v1/auth/check", headers=check))
+
+
 def test_redis_hanging_falls_back_in_process(own_redis, client, admin, caplog):
     assert client.get(URL, headers=bearer(admin.key)).status_code == 200
     # Stopped, not dead: connections hang until the storage's socket timeout.
