@@ -45,8 +45,8 @@ def documented(*decorators: Callable) -> Callable:
 
     Each of them wraps the view in a call that runs on every request, and the response
     decorator dumps the result through its schema as well; on the hot path these cost
-    more than the view's own work. The view returns what the documented schema describes,
-    which Flask itself turns into JSON; the tests hold the two together.
+    more than the view's own work. The view writes the JSON the documented schema
+    describes itself; the tests hold the two together.
     """
 
     def decorator(view: Callable) -> Callable:

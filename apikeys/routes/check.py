@@ -14,10 +14,11 @@ only narrow what passes, never widen it (a precedence would let it pick its own 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from http import HTTPStatus
 
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from apikeys.auth import SECURITY, authenticated, authorize
 from apikeys.errors import Forbidden, InvalidRequest
@@ -107,10 +108,11 @@ def check():
     for scope in required_scopes(request.headers, current_app.extensions["apikeys.policy"]):
         authorize(scope)
     scopes = [scope for scope in SCOPES if scope in caller.scopes]
-    headers = {
-        "X-Auth-Org-Id": caller.org_id,
-        "X-Auth-Key-Id": caller.key_id,
-        "X-Auth-Scopes": " ".join(scopes),
-        "Cache-Control": "no-store",
-    }
-    return {"org_id": caller.org_id, "key_id": caller.key_id, "scopes": scopes}, headers
+    body = {"org_id": caller.org_id, "key_id": caller.key_id, "scopes": scopes}
+    headers = [
+        ("X-Auth-Org-Id", caller.org_id),
+        ("X-Auth-Key-Id", caller.key_id),
+        ("X-Auth-Scopes", " ".join(scopes)),
+        ("Cache-Control", "no-store"),
+    ]
+    return Response(json.dumps(body), headers=headers, content_type="application/json")
