@@ -175,7 +175,7 @@ class LeasedLimiter:
                         log.info("Rate limit storage recovered")
                         self._down = False
                     if lease:
-                        self._keep(key, lease)
+                        self._keep(key, self._merged(key, lease, now))
                 return window
         return _counted(self._storage if self._take_lease is None else self._fallback, item, key)
 
@@ -200,6 +200,15 @@ class LeasedLimiter:
             return Window(False, item.amount, 0, math.ceil(frees_in)), None
         lease = _Lease(granted - 1, remaining, now + frees_in, now + ends_in)
         return lease.window(item.amount, now), lease
+
+    def _merged(self, key: str, lease: _Lease, now: float) -> _Lease:
+        """``lease``, with the units of one another thread took meanwhile: they lapse
+        together, with the earlier window."""
+        held = self._leases.pop(key, None)
+        if held and held.units and now < held.ends_at:
+            lease.units += held.units
+            lease.ends_at = min(lease.ends_at, held.ends_at)
+        return lease
 
     def _keep(self, key: str, lease: _Lease) -> None:
         """Keep ``key``'s lease as the most recently used; drop the oldest past the bound."""

@@ -88,13 +88,16 @@ def _spend_from_lease(leases: LeasedLimiter) -> None:
     caller, limits = _budget()
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
     identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
-    windows = []
+    shown = None
     for item in _parsed(limits):
-        windows.append(leases.spend(item, *identifiers))
-        if not windows[-1].allowed:
+        window = leases.spend(item, *identifiers)
+        # The headers show the refused limit, or else the one with the least left.
+        if shown is None or not window.allowed or window.remaining < shown.remaining:
+            shown = window
+        if not window.allowed:
             break
-    g.rate_window = min(windows, key=lambda window: (window.allowed, window.remaining))
-    if not g.rate_window.allowed:
+    g.rate_window = shown
+    if not shown.allowed:
         raise RateLimited()
 
 
