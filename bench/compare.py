@@ -89,11 +89,13 @@ def main() -> None:
                     run.wrk(server.port, path, rotation, args.seconds, args.connections)
                 )
                 time.sleep(0.5)
-        trips = {
-            label: run.redis_round_trips_per_check(args.redis_url, prefix, server.port, headers)[0]
-            for label, server, path, _ in servers
-            if path == run.CHECK
-        }
+        trips = {}
+        for label, server, path, _ in servers:
+            if path == run.CHECK:
+                sent, _, checks = run.redis_round_trips_per_check(
+                    args.redis_url, prefix, server.port, keys_file, 2, args.connections
+                )
+                trips[label] = round(sent / checks, 3)
     print(f"{'':44}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'RTs':>6}   rounds (req/s)")
     for label, *_ in servers:
         load = run.median(loads[label])

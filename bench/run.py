@@ -265,35 +265,31 @@ def latencies(port: int, path: str, headers: dict[str, str], samples: int) -> li
 
 
 def redis_round_trips_per_check(
-    url: str, prefix: str, port: int, headers: dict[str, str]
-) -> tuple[float, float]:
-    """Commands one check sends to Redis, and those its Lua scripts run there (MONITOR)."""
+    url: str, prefix: str, port: int, keys: Path, seconds: float, connections: int
+) -> tuple[int, int, int]:
+    """Commands the checks send to Redis, those their Lua scripts run there, and the checks,
+    counted with MONITOR over one more wrk run, as loaded as the measured ones."""
     client = redis.Redis.from_url(url)
-    sent = scripted = 0
+    counts = {"sent": 0, "scripted": 0}
     with client.monitor() as monitor:
         done = threading.Event()
 
-        def send() -> None:
-            time.sleep(0.2)
-            for _ in range(50):
-                get(port, CHECK, headers)
-            time.sleep(0.2)
-            done.set()
-            client.ping()  # wakes the listener up for its last look at ``done``
+        def listen() -> None:
+            for command in monitor.listen():
+                if done.is_set():
+                    return
+                if prefix in command["command"]:
+                    counts["scripted" if command.get("client_type") == "lua" else "sent"] += 1
 
-        thread = threading.Thread(target=send)
-        thread.start()
-        for command in monitor.listen():
-            if prefix in command["command"]:
-                if command.get("client_type") == "lua":
-                    scripted += 1
-                else:
-                    sent += 1
-            if done.is_set():
-                break
-        thread.join()
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        load = wrk(port, CHECK, keys, seconds, connections)
+        time.sleep(0.5)
+        done.set()
+        client.ping()  # wakes the listener up for its last look at ``done``
+        listener.join(timeout=5)
     client.close()
-    return sent / 50, scripted / 50
+    return counts["sent"], counts["scripted"], round(load.rps * seconds)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -407,8 +403,8 @@ def parse_args() -> argparse.Namespace:
         default="postgresql://postgres@127.0.0.1:5432/test",
         help="with --database postgresql: the database to make two schemas of its own in",
     )
-    parser.add_argument("--seconds", type=float, default=10, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per endpoint")
+    parser.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk runs per endpoint")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections")
     parser.add_argument(
         "--quick",
@@ -498,10 +494,16 @@ def main() -> None:
                 rounds[target.label].append(load)
 
         check_port = targets[1].server.port
-        trips = redis_round_trips_per_check(args.redis_url, prefix, check_port, check_headers)
+        trips = redis_round_trips_per_check(
+            args.redis_url, prefix, check_port, keys_file, args.seconds, args.connections
+        )
         print()
         report(targets, rounds)
-        print(f"Redis round trips per check: {trips[0]:g} (running {trips[1]:g} commands in Lua)")
+        sent, scripted, checks = trips
+        print(
+            f"Redis round trips per check: {sent / checks:.4f} ({sent:,} commands, running "
+            f"{scripted:,} in Lua, for {checks:,} checks in one more round)"
+        )
         failed = sum(load.failures for loads in rounds.values() for load in loads)
         if not args.quick:
             failed += count_writes(check_port, small, writer)
@@ -526,30 +528,42 @@ def describe(args: argparse.Namespace, extra: list[str]) -> None:
     print(
         f"Load: wrk, 2 threads x {args.connections} connections, rotating over "
         f"{ROTATING_KEYS - 1:,} keys; {args.rounds} rounds of {args.seconds:g} s per endpoint, "
-        "interleaved, the median round shown"
+        "interleaved; req/s and latency from the median round, ratios the median of the rounds'"
+    )
+
+
+def paired(loads: list[Load], baselines: list[Load]) -> tuple[float, float]:
+    """The median, over the rounds, of the throughput and the p99 ratios of ``loads`` to
+    ``baselines``: each ratio from two runs back to back, so that the machine's drift
+    between rounds (large on a shared VM) does not enter it."""
+    pairs = list(zip(loads, baselines, strict=True))
+    return (
+        statistics.median(load.rps / base.rps for load, base in pairs),
+        statistics.median(load.p99_ms / base.p99_ms for load, base in pairs),
     )
 
 
 def report(targets: list[Target], rounds: dict[str, list[Load]]) -> None:
-    ceiling, small = (median(rounds[target.label]) for target in targets[:2])
+    ceiling = rounds[targets[0].label]
     print(f"{'':28}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'/ceiling':>10}   all rounds, req/s")
     for target in targets:
         load = median(rounds[target.label])
-        ratio = "" if target is targets[0] else f"{load.rps / ceiling.rps:.2f}"
+        ratio = "" if target is targets[0] else f"{paired(rounds[target.label], ceiling)[0]:.2f}"
         every = " ".join(f"{each.rps:.0f}" for each in rounds[target.label])
         print(
             f"{target.label:28}{load.rps:8.0f}{load.p50_ms:8.2f}{load.p99_ms:8.2f}{ratio:>10}"
             f"   {every}"
         )
+    throughput, p99 = paired(rounds[targets[1].label], ceiling)
     print(
-        f"check/ceiling: throughput {small.rps / ceiling.rps:.2f} (goal >= 0.5), "
-        f"p99 {small.p99_ms / ceiling.p99_ms:.2f} x the ceiling's (goal <= 2)"
+        f"check/ceiling: throughput {throughput:.2f} (goal >= 0.5), p99 {p99:.2f} x the "
+        "ceiling's (goal <= 2); medians of the rounds' ratios"
     )
     if len(targets) > 2:
-        large = median(rounds[targets[2].label])
+        large = paired(rounds[targets[2].label], rounds[targets[1].label])[0]
         print(
-            f"check with {LARGE:,} keys / with {ROTATING_KEYS:,}: throughput "
-            f"{large.rps / small.rps:.2f} (goal >= 0.8)"
+            f"check with {LARGE:,} keys / with {ROTATING_KEYS:,}: throughput {large:.2f} "
+            "(goal >= 0.8)"
         )
 
 
