@@ -56,7 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["APIKEYS_BOOTSTRAP_KEY"]:
         service.bootstrap(app.config["APIKEYS_BOOTSTRAP_KEY"], app.config["APIKEYS_BOOTSTRAP_ORG"])
     # Workers may fork after this: no connection opened at start may outlive it.
-    db.database.close_all()
+    db.close_all()
 
     if app.config["APIKEYS_TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from pathlib import Path
 
 from flask import Flask
 from peewee import Database, DatabaseProxy, OperationalError, PostgresqlDatabase
 from playhouse.db_url import connect
 from playhouse.migrations import Runner
+from playhouse.pool import PooledDatabase
 
 database = DatabaseProxy()
 log = logging.getLogger(__name__)
@@ -25,48 +28,83 @@ _SQLITE_PRAGMAS = {
     # A writer waits up to 10 s for the write lock before "database is locked".
     "busy_timeout": 10_000,
 }
-# Pooled for both engines: each request checks a connection out and back in, so a
-# dropped PostgreSQL connection is replaced instead of failing every later request.
-_POOLED = {"sqlite": "sqlite+pool", "postgres": "postgresql+pool", "postgresql": "postgresql+pool"}
+_SCHEMES = ("sqlite", "postgres", "postgresql")
 
 
 def open_database(url: str, pool_size: int = 32, pool_timeout: float = 10) -> Database:
     """A database for a ``sqlite:///path`` or ``postgresql://...`` URL."""
     scheme, separator, rest = url.partition("://")
-    if not separator or scheme not in _POOLED:
+    if not separator or scheme not in _SCHEMES:
         raise ValueError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got {url!r}")
-    # pool_timeout: seconds a request waits for a free connection when all pool_size are
-    # in use, before it fails with 503 service_unavailable.
-    options: dict = {"max_connections": pool_size, "stale_timeout": 300, "timeout": pool_timeout}
     if scheme == "sqlite":
-        # IMMEDIATE makes every write transaction take the write lock up front, so two
-        # writers queue (busy_timeout) instead of deadlocking into "database is locked".
-        # The pool hands a connection to one thread at a time, but not always to the
-        # thread that opened it (a threaded server runs each request on a new thread).
-        options |= {
-            "pragmas": _SQLITE_PRAGMAS,
-            "lock_type": "IMMEDIATE",
-            "check_same_thread": False,
-        }
-    return connect(f"{_POOLED[scheme]}://{rest}", **options)
+        # One connection per thread, open for the thread's life: SQLite is a file in this
+        # process, so a pool would only add a check-out and a check-in to every request
+        # (a fifth of the check's throughput, bench/README.md), and the server's threads
+        # already bound the connections. IMMEDIATE makes every write transaction take the
+        # write lock up front, so two writers queue (busy_timeout) instead of deadlocking
+        # into "database is locked".
+        # A thread's connection is closed by whichever thread sees it end (_ThreadLife).
+        return connect(
+            f"sqlite://{rest}",
+            pragmas=_SQLITE_PRAGMAS,
+            lock_type="IMMEDIATE",
+            check_same_thread=False,
+        )
+    # PostgreSQL: pooled. Each request checks a connection out and back in, so a dropped
+    # connection is replaced instead of failing every later request, and pool_size bounds
+    # the connections to the server; pool_timeout is how long a request waits for one
+    # when all are in use, before it fails with 503 service_unavailable.
+    return connect(
+        f"postgresql+pool://{rest}",
+        max_connections=pool_size,
+        stale_timeout=300,
+        timeout=pool_timeout,
+    )
 
 
 def init(url: str, **pool: float) -> Database:
     """Bind the models to the database at ``url``."""
     if database.obj is not None:
-        database.close_all()
+        close_all()
     database.initialize(open_database(url, **pool))
     return database.obj
 
 
-def _return_connection(_error: BaseException | None) -> None:
-    if not database.is_closed():
+def close_all() -> None:
+    """Close what this process holds open: the pool's connections, or this thread's."""
+    if isinstance(database.obj, PooledDatabase):
+        database.close_all()
+    elif not database.is_closed():
         database.close()
 
 
+class _ThreadLife:
+    """Lives exactly as long as the thread that holds it: its finalizer closes the
+    thread's SQLite connection, which sqlite3's statement cache keeps in a reference
+    cycle that only the garbage collector would otherwise break. A server that runs each
+    request on a new thread would pile connections up until then."""
+
+
+_this_thread = threading.local()
+
+
+def _return_connection(_error: BaseException | None) -> None:
+    if database.is_closed():
+        return
+    if isinstance(database.obj, PooledDatabase):
+        database.close()
+        return
+    connection = database.connection()
+    if getattr(_this_thread, "connection", None) is not connection:
+        life = _ThreadLife()
+        weakref.finalize(life, connection.close)
+        _this_thread.connection, _this_thread.life = connection, life
+
+
 def init_app(app: Flask) -> None:
-    """A request that queries borrows a pooled connection (peewee connects on first use),
-    and gives it back at the end; /healthz and the docs never touch the database."""
+    """A request that queries opens its thread's connection (peewee connects on first
+    use); a pooled one goes back to the pool at the end. /healthz and the docs never
+    touch the database."""
     app.teardown_request(_return_connection)
 
 

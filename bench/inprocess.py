@@ -82,7 +82,7 @@ def main() -> None:
         db.migrate()
         with db.database.connection_context():
             keys = seed.keys(seed.organization("inprocess"), 1000)
-        db.database.close_all()
+        db.close_all()
         settings = {
             "DATABASE_URL": url,
             "REDIS_URL": REDIS_URL,
@@ -102,7 +102,7 @@ def main() -> None:
             for label, (app, path) in measured.items():
                 print(f"{label:34}{cpu_per_request(app, path, keys, args.requests):6.0f} us")
         finally:
-            db.database.close_all()
+            db.close_all()
             run.delete_redis_keys(REDIS_URL, prefix)
 
 

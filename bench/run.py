@@ -310,7 +310,7 @@ def opened(url: str) -> Iterator[None]:
                 db.database.execute_sql("SET synchronous_commit = off")
             yield
     finally:
-        db.database.close_all()
+        db.close_all()
 
 
 def seed_small(url: str, rotating: list[str], writer: str) -> None:
@@ -366,7 +366,7 @@ def databases(kind: str, work: Path, dsn: str) -> Iterator[tuple[str, str]]:
         small, large = (f"{dsn}?options=-csearch_path%3D{schema}" for schema in schemas)
         yield small, large
     finally:
-        db.database.close_all()
+        db.close_all()
         with psycopg.connect(dsn, autocommit=True) as connection:
             for schema in schemas:
                 connection.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -18,7 +18,7 @@ def run_concurrently(target: Callable, calls: Sequence[tuple]) -> list[tuple[str
     """
     # A connection inherited across fork would be shared with the children.
     if db.database.obj is not None:
-        db.database.close_all()
+        db.close_all()
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(len(calls))
     outcomes = context.Queue()
@@ -43,7 +43,7 @@ def _released(barrier, outcomes, target: Callable, args: tuple) -> None:
 
 @contextlib.contextmanager
 def every_connection_busy():
-    """Another thread holds the pool's only connection for the duration."""
+    """Another thread holds the pool's only connection (PostgreSQL) for the duration."""
     held, release = threading.Event(), threading.Event()
 
     def hold_the_only_connection():

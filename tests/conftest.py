@@ -34,12 +34,17 @@ SETTINGS = (
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "both_databases: run the test on SQLite and on PostgreSQL")
+    config.addinivalue_line(
+        "markers", "connection_pool: run the test on PostgreSQL, the one database pooled"
+    )
 
 
 def pytest_generate_tests(metafunc):
-    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "both_databases"
-    ):
+    if "database_url" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("connection_pool"):
+        metafunc.parametrize("database_url", ["postgresql"], indirect=True)
+    elif metafunc.definition.get_closest_marker("both_databases"):
         metafunc.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 
@@ -75,7 +80,7 @@ def postgres_url():
         conn.execute(f"CREATE SCHEMA {schema}")
     yield f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
     if db.database.obj is not None:
-        db.database.close_all()
+        db.close_all()
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
@@ -111,7 +116,7 @@ def settings(database_url, redis_client, redis_prefix):
 def app(settings):
     app = create_app(settings)
     yield app
-    db.database.close_all()
+    db.close_all()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def start(settings, monkeypatch, secret):
         return create_app(settings)
 
     yield start_app
-    db.database.close_all()
+    db.close_all()
 
 
 def _seeded(secret: str) -> list[ApiKey]:

@@ -453,11 +453,12 @@ def test_the_openapi_document_describes_the_check(client):
 @pytest.fixture
 def unlimited(settings):
     settings["RATELIMIT_ENABLED"] = False  # flask-limiter's own switch
-    # One connection: a request that did not give it back would starve the next one.
+    # One pooled connection: a request that did not give it back would starve the next.
     settings["DATABASE_POOL_SIZE"] = 1
     settings["DATABASE_POOL_TIMEOUT"] = 1
 
 
+@pytest.mark.connection_pool
 def test_with_rate_limits_switched_off_nothing_is_limited(unlimited, client, check, reader):
     for _ in range(3):
         response = check(reader.key, headers={"X-Required-Scope": "read:billing"})

@@ -120,14 +120,14 @@ def test_the_operator_workflow_in_real_processes(tmp_path):
     assert revoked.returncode == 0, revoked.stderr
     assert json.loads(revoked.stdout)["id"] == key["id"]
     assert client.get("/api/v1/org/api-keys", headers=bearer(key["key"])).status_code == 401
-    db.database.close_all()
+    db.close_all()
 
 
 def test_mistakes_in_real_processes_fail_cleanly(tmp_path):
     url = f"sqlite:///{tmp_path / 'ops.db'}"
     create_app({"TESTING": True, "DATABASE_URL": url})
     Organization.create(name="acme")
-    db.database.close_all()
+    db.close_all()
 
     duplicate, unknown_org = flask(
         url,

@@ -164,7 +164,7 @@ def test_store_keeps_only_the_hash(client, admin):
 def test_sqlite_file_holds_no_secret(client, admin, tmp_path):
     created = [_create(client, admin, f"on disk {number}") for number in range(3)]
     secrets_ = [key["key"] for key in created] + [admin.key]
-    db.database.close_all()
+    db.close_all()
     # The main file and the WAL: a write may still sit in the latter.
     files = sorted(tmp_path.glob("apikeys.db*"))
     assert files

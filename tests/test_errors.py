@@ -162,6 +162,7 @@ def test_database_failure_is_500_without_details(app, client, admin):
         assert leak not in response.get_data(as_text=True).lower()
 
 
+@pytest.mark.connection_pool
 def test_no_free_database_connection_is_503(settings, admin):
     """Every pooled connection busy past the pool's timeout: shed load, don't crash."""
     app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
@@ -172,6 +173,7 @@ def test_no_free_database_connection_is_503(settings, admin):
     assert app.test_client().get(URL, headers=bearer(admin.key)).status_code == 200
 
 
+@pytest.mark.connection_pool
 def test_health_and_docs_need_no_database_connection(settings):
     app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
     with every_connection_busy():

@@ -38,7 +38,7 @@ def test_not_ready_without_redis(settings):
     assert response.json["error"]["details"] == {"database": "ok", "redis": "down"}
 
 
-@pytest.mark.both_databases
+@pytest.mark.connection_pool
 def test_not_ready_when_no_database_connection_can_be_had(settings):
     app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
     with every_connection_busy():

@@ -96,7 +96,7 @@ def _hammer(database_url: str, worker: int) -> int:
         issued = service.create_key(organization.id, f"key-{i}", ["read:billing"])
         assert verify(issued.key, last_used_interval=0) is not None
         service.revoke_key(organization.id, issued.id)
-    db.database.close_all()
+    db.close_all()
     return worker
 
 
@@ -107,6 +107,37 @@ def test_concurrent_writer_processes_never_find_sqlite_locked(app, database_url)
     db.init(database_url)
     assert ApiKey.select().count() == 4 * 20 * 2
     assert ApiKey.select().where(ApiKey.revoked_at.is_null()).count() == 4 * 20
+
+
+def _open_files(path: str) -> int:
+    """How many file descriptors of this process point at ``path``."""
+    descriptors = Path("/proc/self/fd")
+    return sum(1 for fd in descriptors.iterdir() if _target(fd) == path)
+
+
+def _target(fd: Path) -> str | None:
+    try:
+        return str(fd.readlink())
+    except OSError:  # closed between the listing and the read
+        return None
+
+
+def test_sqlite_connections_live_and_die_with_their_threads(server, admin, database_url):
+    """One connection per thread, kept for its life: a server that runs each request on a
+    new thread (as this one does) must not pile them up."""
+    path = database_url.removeprefix("sqlite:///")
+    assert call(server, "GET", API, bearer(admin.key))[0] == 200
+    before = _open_files(path)
+    for _ in range(50):
+        assert call(server, "GET", API, bearer(admin.key))[0] == 200
+    assert _open_files(path) <= before + 1
+
+
+def test_a_thread_keeps_its_sqlite_connection_between_requests(app, client, admin):
+    client.get(API, headers=bearer(admin.key))
+    kept = db.database.connection()
+    assert client.get(API, headers=bearer(admin.key)).status_code == 200
+    assert db.database.connection() is kept
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app, database_url):
