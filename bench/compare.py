@@ -8,7 +8,8 @@ VARIANTS.json is a list of objects: ``{"label": ..., "server": "production" | "g
 ``run.server_command``; a factory other than the ceiling is driven like the check).
 All variants run at once on one 1,000-key database and are measured in interleaved
 rounds, so that a machine whose load drifts treats them alike; the median round of each
-is shown.
+is shown, and its throughput against the first variant's (the median of the rounds'
+ratios).
 """
 
 from __future__ import annotations
@@ -89,21 +90,15 @@ def main() -> None:
                     run.wrk(server.port, path, rotation, args.seconds, args.connections)
                 )
                 time.sleep(0.5)
-        trips = {}
-        for label, server, path, _ in servers:
-            if path == run.CHECK:
-                sent, _, checks = run.redis_round_trips_per_check(
-                    args.redis_url, prefix, server.port, keys_file, 2, args.connections
-                )
-                trips[label] = round(sent / checks, 3)
-    print(f"{'':44}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'RTs':>6}   rounds (req/s)")
+    first = loads[servers[0][0]]
+    print(f"{'':44}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'/first':>8}   rounds (req/s)")
     for label, *_ in servers:
         load = run.median(loads[label])
         every = " ".join(f"{each.rps:.0f}" for each in loads[label])
-        trip = f"{trips[label]:g}" if label in trips else ""
         failures = sum(each.failures for each in loads[label])
         note = f"  ({failures} failures)" if failures else ""
-        figures = f"{load.rps:8.0f}{load.p50_ms:8.2f}{load.p99_ms:8.2f}{trip:>6}"
+        ratio = f"{run.paired(loads[label], first)[0]:.2f}"
+        figures = f"{load.rps:8.0f}{load.p50_ms:8.2f}{load.p99_ms:8.2f}{ratio:>8}"
         print(f"{label:44}{figures}   {every}{note}")
 
 

@@ -6,7 +6,7 @@ It seeds two SQLite databases (1,000 keys; 1,000,000 keys, among them an organiz
 10,000), starts the service on each and a bare Flask app (bench/ceiling.py), all under
 the production server with its checked-in configuration (serve.py), drives them in turn
 with wrk rotating over 999 valid keys, and prints requests per second, p50 and p99
-latency and the check/ceiling ratio; then the Redis round trips of one check, the rows
+latency and the check/ceiling ratio; then the check's Redis round trips, the rows
 of ``api_key`` written (counted by a trigger) while one key is checked 10,000 times, and
 the list endpoint's latency for the organization of 10,000 keys. bench/README.md says
 more.
@@ -264,32 +264,32 @@ def latencies(port: int, path: str, headers: dict[str, str], samples: int) -> li
     return timings
 
 
-def redis_round_trips_per_check(
-    url: str, prefix: str, port: int, keys: Path, seconds: float, connections: int
-) -> tuple[int, int, int]:
-    """Commands the checks send to Redis, those their Lua scripts run there, and the checks,
-    counted with MONITOR over one more wrk run, as loaded as the measured ones."""
+@contextmanager
+def redis_commands(url: str, match: str) -> Iterator[dict[str, int]]:
+    """Count, with MONITOR, the Redis commands naming ``match`` while the block runs: those
+    clients send, and those their Lua scripts run inside Redis."""
     client = redis.Redis.from_url(url)
     counts = {"sent": 0, "scripted": 0}
+    done = threading.Event()
     with client.monitor() as monitor:
-        done = threading.Event()
 
         def listen() -> None:
             for command in monitor.listen():
                 if done.is_set():
                     return
-                if prefix in command["command"]:
+                if match in command["command"]:
                     counts["scripted" if command.get("client_type") == "lua" else "sent"] += 1
 
         listener = threading.Thread(target=listen, daemon=True)
         listener.start()
-        load = wrk(port, CHECK, keys, seconds, connections)
-        time.sleep(0.5)
-        done.set()
-        client.ping()  # wakes the listener up for its last look at ``done``
-        listener.join(timeout=5)
+        try:
+            yield counts
+        finally:
+            time.sleep(0.5)
+            done.set()
+            client.ping()  # wakes the listener up for its last look at ``done``
+            listener.join(timeout=5)
     client.close()
-    return counts["sent"], counts["scripted"], round(load.rps * seconds)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -462,12 +462,14 @@ def main() -> None:
             port = free_port()
             probe = {"path": path, "headers": check_headers if path == CHECK else {}}
             url = database or f"sqlite:///{work / 'unused.db'}"
+            # A prefix of its own, so that its Redis commands can be told from the others'.
+            own = {"DATABASE_URL": url, "BENCH_REDIS_PREFIX": f"{prefix}-{port}"}
             server = stack.enter_context(
                 serve(
                     f"server-{port}",
                     server_command(args.server, app, port, extra),
                     port,
-                    {**env, **server_env(port), "DATABASE_URL": url},
+                    {**env, **server_env(port), **own},
                     probe,
                 )
             )
@@ -486,23 +488,21 @@ def main() -> None:
         for target in targets:  # warm up: imports, caches, pools, every key touched
             wrk(target.server.port, target.path, target.keys, 3, args.connections)
         rounds: dict[str, list[Load]] = {target.label: [] for target in targets}
-        for _ in range(args.rounds):
-            for target in targets:
-                load = wrk(
-                    target.server.port, target.path, target.keys, args.seconds, args.connections
-                )
-                rounds[target.label].append(load)
-
         check_port = targets[1].server.port
-        trips = redis_round_trips_per_check(
-            args.redis_url, prefix, check_port, keys_file, args.seconds, args.connections
-        )
+        with redis_commands(args.redis_url, f"{prefix}-{check_port}") as commands:
+            for _ in range(args.rounds):
+                for target in targets:
+                    load = wrk(
+                        target.server.port, target.path, target.keys, args.seconds, args.connections
+                    )
+                    rounds[target.label].append(load)
         print()
         report(targets, rounds)
-        sent, scripted, checks = trips
+        checks = round(sum(load.rps * args.seconds for load in rounds[targets[1].label]))
         print(
-            f"Redis round trips per check: {sent / checks:.4f} ({sent:,} commands, running "
-            f"{scripted:,} in Lua, for {checks:,} checks in one more round)"
+            f"Redis round trips per check: {commands['sent'] / checks:.4f} "
+            f"({commands['sent']:,} for {checks:,} checks of 1,000 keys over the rounds, "
+            f"running {commands['scripted']:,} commands in Lua)"
         )
         failed = sum(load.failures for loads in rounds.values() for load in loads)
         if not args.quick:
