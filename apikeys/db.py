@@ -95,9 +95,15 @@ def _return_connection(_error: BaseException | None) -> None:
         database.close()
         return
     connection = database.connection()
+    if connection.in_transaction:
+        # Only a bug gets here; rolled back, it cannot hold the write lock for good.
+        log.error("a request left a transaction open; rolled back")
+        connection.rollback()
     if getattr(_this_thread, "connection", None) is not connection:
         life = _ThreadLife()
-        weakref.finalize(life, connection.close)
+        # Not at exit: the thread may still be using the connection then, and nothing
+        # committed needs a close to last.
+        weakref.finalize(life, connection.close).atexit = False
         _this_thread.connection, _this_thread.life = connection, life
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -138,6 +140,52 @@ def test_a_thread_keeps_its_sqlite_connection_between_requests(app, client, admi
     kept = db.database.connection()
     assert client.get(API, headers=bearer(admin.key)).status_code == 200
     assert db.database.connection() is kept
+
+
+_EXIT_WHILE_THREADS_QUERY = """
+import sys, threading, time
+from apikeys import db
+db.init(sys.argv[1])
+db.migrate()
+db.close_all()
+
+def serve():
+    db.database.execute_sql("SELECT 1").fetchone()
+    db._return_connection(None)  # the end of a request: the thread keeps its connection
+    while True:
+        db.database.execute_sql("SELECT count(*) FROM api_key").fetchone()
+
+for _ in range(4):
+    threading.Thread(target=serve, daemon=True).start()
+time.sleep(0.05)
+"""
+
+
+def test_the_process_exits_cleanly_while_threads_still_query(tmp_path):
+    """A thread's connection is never closed under it, not even as the interpreter exits."""
+    url = f"sqlite:///{tmp_path / 'exit.db'}"
+    for _ in range(5):
+        done = subprocess.run(
+            [sys.executable, "-c", _EXIT_WHILE_THREADS_QUERY, url],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_transaction_left_open_is_rolled_back_at_the_end_of_the_request(app, caplog):
+    connection = db.database.connection()
+    connection.execute("BEGIN IMMEDIATE")
+    db._return_connection(None)
+    assert not connection.in_transaction
+    assert "left a transaction open" in caplog.text
+    # Another connection can take the write lock at once.
+    other = sqlite3.connect(db.database.database, timeout=0)
+    with closing(other):
+        other.execute("BEGIN IMMEDIATE")
+        other.rollback()
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app, database_url):
