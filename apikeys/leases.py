@@ -2,17 +2,17 @@
 
 flask-limiter asks Redis twice on every request (the hit, then the window for the
 headers), which costs the check more than all the rest of its work (bench/README.md).
-Here a worker takes a lease of several units of a budget in one hit, with ``limits``'
-own ``cost`` argument on flask-limiter's own counters and keys, and spends the units
-in-process until they run out or Redis's window rolls over. The API's routes, still
-limited by flask-limiter, and the checks spend one budget.
+Here a worker takes a lease of several units of a budget in one round trip, on
+flask-limiter's own counters and keys, and spends the units in-process until they run
+out or Redis's window rolls over. The API's routes, still limited by flask-limiter, and
+the checks spend one budget.
 
 What holds: a limit never admits more than it allows, across workers and instances,
 because a unit is counted in Redis when it is leased. What it costs: a unit leased but
 not spent before the window rolls over is lost, so a caller spread over many workers may
 be refused a little before its limit. Leases shrink as the budget runs down (a sixteenth
 of what remains), so a budget near its end, or too small to share, is spent one unit per
-round trip, exactly. RateLimit-Remaining counts what Redis has left plus this worker's lease.
+round trip, exactly.
 
 A lease is taken by one Lua script, ``limits``' own acquisition on the same keys that
 also answers the window's state, in one atomic round trip: a lease can never outlive
