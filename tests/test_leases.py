@@ -22,8 +22,9 @@ CHECK = "/api/v1/auth/check"
 
 
 @pytest.fixture
-def storage(redis_prefix):
-    """flask-limiter's storage, as it builds it from REDIS_URL, under the test's own prefix."""
+def storage(redis_client, redis_prefix):
+    """flask-limiter's storage, as it builds it from REDIS_URL, under the test's own prefix
+    (whose keys ``redis_client`` deletes afterwards)."""
     return storage_from_string(REDIS_URL, key_prefix=redis_prefix)
 
 
