@@ -98,14 +98,14 @@ class Window:
     remaining: int
     reset: int  # seconds until a spent unit returns
 
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset),
-        }
+    def headers(self) -> list[tuple[str, str]]:
+        headers = [
+            ("RateLimit-Limit", str(self.limit)),
+            ("RateLimit-Remaining", str(self.remaining)),
+            ("RateLimit-Reset", str(self.reset)),
+        ]
         if not self.allowed:
-            headers["Retry-After"] = str(max(1, self.reset))
+            headers.append(("Retry-After", str(max(1, self.reset))))
         return headers
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_limiter import HeaderNames, Limiter
@@ -41,18 +42,11 @@ def _caller_limit() -> str:
     return _budget()[1]
 
 
-def _before_request(guarded: set[str], leased: set[str], leases: LeasedLimiter | None) -> None:
-    """Verify the key before flask-limiter's hook runs next (on ``guarded`` blueprints), or
-    spend the budget from a lease (on ``leased`` ones).
-
-    flask-limiter takes any error raised while it evaluates limits, a database error in
-    its key function included, for Redis being down, and falls back to in-memory counters.
-    """
-    blueprint = request.blueprint
-    if blueprint in guarded:
-        current_principal()
-    elif blueprint in leased and leases:
-        _spend_from_lease(leases)
+def _authenticate() -> None:
+    """Verify the request's key before flask-limiter's hook does, in its key function:
+    flask-limiter takes any error raised there, a database error included, for Redis
+    being down, and falls back to in-memory counters."""
+    current_principal()
 
 
 def _automatic_options() -> bool:
@@ -79,14 +73,13 @@ def _parsed(limits: str) -> list[RateLimitItem]:
     return sorted(parse_many(limits))
 
 
-def _spend_from_lease(leases: LeasedLimiter) -> None:
+def _spend_from_lease(leases: LeasedLimiter, prefix: str) -> None:
     """Spend the budget flask-limiter would, from this worker's lease: RateLimited when spent.
 
-    The same limits, keys and scope as ``_guard``'s, so that a key's checks and its API
-    requests spend one budget.
+    The same limits, keys (under flask-limiter's key ``prefix``) and scope as
+    ``_guard``'s, so that a key's checks and its API requests spend one budget.
     """
     caller, limits = _budget()
-    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
     identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
     shown = None
     for item in _parsed(limits):
@@ -120,7 +113,14 @@ def _standard_headers(response: Response) -> Response:
     return response
 
 
-def _confine(app: Flask, limiter: Limiter, blueprints: set[str]) -> None:
+def _hook_first(hooks: dict[str | None, list], blueprints: list[str], hook: Callable) -> None:
+    """Put ``hook`` first in the ``hooks`` (one of Flask's per-blueprint dicts) of each of
+    ``blueprints``: per blueprint, so that a request of another blueprint never runs it."""
+    for name in blueprints:
+        hooks.setdefault(name, []).insert(0, hook)
+
+
+def _confine(app: Flask, limiter: Limiter, blueprints: list[str]) -> None:
     """Run the request hooks ``limiter`` has just registered for ``blueprints`` only.
 
     It registers them app-wide, and they cost a request it does not limit (the leased
@@ -165,23 +165,25 @@ def init_app(app: Flask, guarded: list[Blueprint], leased: list[Blueprint]) -> L
         )
     else:
         app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
-    guarded_names = {blueprint.name for blueprint in guarded}
     limiter.init_app(app)
     limiter.request_filter(_automatic_options)
+    guarded_names = [blueprint.name for blueprint in guarded]
+    leased_names = [blueprint.name for blueprint in leased]
     leases = None
     if limiter.enabled:  # RATELIMIT_ENABLED=False: flask-limiter sets up nothing at all
         _confine(app, limiter, guarded_names)
         # flask-limiter's own fallback storage (it has no public name for it), so that
         # the routes and the check still spend one budget while Redis is down.
         leases = LeasedLimiter(limiter.storage, getattr(limiter, "_fallback_storage", None))
-    # App-wide, so Flask runs them around the limiter's, which are now the blueprints':
-    # before its before_request hook, after its after_request hook.
-    app.before_request(
-        functools.partial(
-            _before_request, guarded_names, {blueprint.name for blueprint in leased}, leases
-        )
-    )
-    app.after_request(_standard_headers)
+    # First in each blueprint's lists: Flask runs before_request hooks in order, and
+    # after_request hooks in reverse, so these run around flask-limiter's.
+    _hook_first(app.before_request_funcs, guarded_names, _authenticate)
+    if leases:
+        # flask-limiter read its key prefix once, in init_app.
+        prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
+        spend = functools.partial(_spend_from_lease, leases, prefix)
+        _hook_first(app.before_request_funcs, leased_names, spend)
+    _hook_first(app.after_request_funcs, guarded_names + leased_names, _standard_headers)
     app.extensions["apikeys.limiter"] = limiter
     for blueprint in guarded:
         _guard(limiter, blueprint)

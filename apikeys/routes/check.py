@@ -20,7 +20,7 @@ from http import HTTPStatus
 
 from flask import Response, current_app, request
 
-from apikeys.auth import SECURITY, authenticated, authorize
+from apikeys.auth import SECURITY, authenticated, authorize, header
 from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
 from apikeys.routes import Blueprint, documented
@@ -61,8 +61,8 @@ _ANSWER_HEADERS = {
 }
 
 
-def required_scopes(headers: Mapping[str, str], policy: Policy) -> list[str]:
-    """Every scope the check's headers ask for.
+def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
+    """Every scope the check's headers (in the WSGI ``environ``) ask for.
 
     A proxy misconfiguration must show, so it is a 400 (which nginx turns into a 500, as
     it does any answer but 2xx, 401 and 403): InvalidRequest when the headers say nothing
@@ -70,12 +70,12 @@ def required_scopes(headers: Mapping[str, str], policy: Policy) -> list[str]:
     Forbidden for a route the policy does not know.
     """
     required = []
-    scope = headers.get("X-Required-Scope", "").strip()
+    scope = header(environ, "X-Required-Scope", "").strip()
     if scope:
         required.extend(normalize([scope]))
     for method_header, uri_header in ROUTE_HEADERS:
-        method = headers.get(method_header, "").strip()
-        uri = headers.get(uri_header, "").strip()
+        method = header(environ, method_header, "").strip()
+        uri = header(environ, uri_header, "").strip()
         if not method and not uri:
             continue
         if not method or not uri:
@@ -105,14 +105,15 @@ def required_scopes(headers: Mapping[str, str], policy: Policy) -> list[str]:
 def check():
     """May the presented key make the forwarded request? (Any method; see the headers)"""
     caller = authenticated()
-    for scope in required_scopes(request.headers, current_app.extensions["apikeys.policy"]):
-        authorize(scope)
+    for scope in required_scopes(request.environ, current_app.extensions["apikeys.policy"]):
+        authorize(scope, caller)
     scopes = [scope for scope in SCOPES if scope in caller.scopes]
     body = {"org_id": caller.org_id, "key_id": caller.key_id, "scopes": scopes}
     headers = [
+        ("Content-Type", "application/json"),
         ("X-Auth-Org-Id", caller.org_id),
         ("X-Auth-Key-Id", caller.key_id),
         ("X-Auth-Scopes", " ".join(scopes)),
         ("Cache-Control", "no-store"),
     ]
-    return Response(json.dumps(body), headers=headers, content_type="application/json")
+    return Response(json.dumps(body), headers=headers)
