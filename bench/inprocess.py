@@ -1,6 +1,7 @@
 """CPU per request in-process: WSGI calls straight into the app, no HTTP, no server.
 
     .venv/bin/python -m bench.inprocess [--requests 5000]
+    .venv/bin/python -m bench.inprocess --instructions   # a few minutes; needs valgrind
 
 Seeds a fresh SQLite database with 1,000 keys, then calls, in rotation over those keys:
 the bare Flask ceiling (bench/ceiling.py), the service's /healthz, and the check with
@@ -8,17 +9,28 @@ its rate limits off and on (Redis db 14, a key prefix of its own, deleted at the
 Prints the CPU microseconds per request, best of 3 rounds (CPU time, so that other
 processes on a shared machine do not count). What the HTTP benchmark cannot show:
 where, in Python, a check's time goes.
+
+``--instructions`` counts instructions instead, with valgrind's callgrind: the same
+count for the same code whatever else the machine does, where CPU time on a shared VM
+drifts by a fifth between runs. Each app runs in two processes under callgrind, one
+that only warms up and one that then serves the measured requests; the difference,
+divided by their number, is one request's instructions. These rotate over 200 keys
+rather than 1,000, to keep valgrind's run to a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import re
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from apikeys import db
@@ -49,8 +61,8 @@ def environ(path: str, secret: str) -> dict:
     }
 
 
-def cpu_per_request(app: Callable, path: str, keys: list[str], requests: int) -> float:
-    """Microseconds of CPU per request to ``path``, best of 3 rounds after a warm-up."""
+def cpu_per_request(app: Callable, path: str, keys: list[str], requests: int, rounds: int) -> float:
+    """Microseconds of CPU per request to ``path``, best of ``rounds`` after a warm-up."""
     statuses = []
 
     def call(number: int) -> None:
@@ -62,26 +74,61 @@ def cpu_per_request(app: Callable, path: str, keys: list[str], requests: int) ->
         call(number)
     if not statuses[-1].startswith("200"):
         raise RuntimeError(f"{path} answered {statuses[-1]}")
-    rounds = []
-    for _ in range(3):
+    best = float("inf")
+    for _ in range(rounds):
         start = time.process_time()
         for number in range(requests):
             call(number)
-        rounds.append((time.process_time() - start) / requests)
-    return min(rounds) * 1e6
+        best = min(best, (time.process_time() - start) / max(1, requests))
+    return best * 1e6
+
+
+def instructions(label: str, requests: int) -> int:
+    """Instructions one request to the app ``label`` takes, counted by callgrind."""
+
+    def collected(measured: int) -> int:
+        command = [
+            *("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"),
+            *(sys.executable, "-m", "bench.inprocess", "--only", label),
+            *("--requests", str(measured), "--rounds", "1", "--keys", "200"),
+        ]
+        # The same hash seed in both, so that they run the very same code paths.
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        run_ = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        return int(re.search(r"Collected : (\d+)", run_.stderr).group(1))
+
+    with ThreadPoolExecutor(2) as pool:
+        warm_only, measured = pool.map(collected, (0, requests))
+    return (measured - warm_only) // requests
+
+
+LABELS = {
+    "bare": "bare Flask (the ceiling's app)",
+    "healthz": "the service's /healthz",
+    "check-unlimited": "the check, rate limits off",
+    "check": "the check, as shipped",
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--keys", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=LABELS, help="measure this app alone")
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
     args = parser.parse_args()
+    if args.instructions:
+        for label, title in LABELS.items():
+            print(f"{title:34}{instructions(label, args.requests or 1000):9,} instructions")
+        return
     prefix = "bench-" + secrets.token_hex(4)
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'inprocess.db'}"
         db.init(url)
         db.migrate()
         with db.database.connection_context():
-            keys = seed.keys(seed.organization("inprocess"), 1000)
+            keys = seed.keys(seed.organization("inprocess"), args.keys)
         db.close_all()
         settings = {
             "DATABASE_URL": url,
@@ -89,18 +136,22 @@ def main() -> None:
             "RATELIMIT_KEY_PREFIX": prefix,
             "RATE_LIMIT_PER_KEY": run.RATE_LIMIT,
         }
+        apps = {
+            "bare": lambda: (ceiling.create_app(), run.CEILING),
+            "healthz": lambda: (create_app(settings), "/healthz"),
+            "check-unlimited": lambda: (
+                create_app({**settings, "RATELIMIT_ENABLED": False}),
+                run.CHECK,
+            ),
+            "check": lambda: (create_app(settings), run.CHECK),
+        }
         try:
-            measured = {
-                "bare Flask (the ceiling's app)": (ceiling.create_app(), run.CEILING),
-                "the service's /healthz": (create_app(settings), "/healthz"),
-                "the check, rate limits off": (
-                    create_app({**settings, "RATELIMIT_ENABLED": False}),
-                    run.CHECK,
-                ),
-                "the check, as shipped": (create_app(settings), run.CHECK),
-            }
-            for label, (app, path) in measured.items():
-                print(f"{label:34}{cpu_per_request(app, path, keys, args.requests):6.0f} us")
+            for label, title in LABELS.items():
+                if args.only in (None, label):
+                    app, path = apps[label]()
+                    requests = 5000 if args.requests is None else args.requests
+                    cpu = cpu_per_request(app, path, keys, requests, args.rounds)
+                    print(f"{title:34}{cpu:6.0f} us")
         finally:
             db.close_all()
             run.delete_redis_keys(REDIS_URL, prefix)

@@ -403,8 +403,8 @@ def parse_args() -> argparse.Namespace:
         default="postgresql://postgres@127.0.0.1:5432/test",
         help="with --database postgresql: the database to make two schemas of its own in",
     )
-    parser.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="wrk runs per endpoint")
+    parser.add_argument("--seconds", type=float, default=5, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=9, help="wrk runs per endpoint")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections")
     parser.add_argument(
         "--quick",
