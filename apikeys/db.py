@@ -89,12 +89,13 @@ _this_thread = threading.local()
 
 
 def _return_connection(_error: BaseException | None) -> None:
-    if database.is_closed():
+    opened = database.obj  # once: every attribute of the proxy is a lookup in Python
+    if opened.is_closed():
         return
-    if isinstance(database.obj, PooledDatabase):
-        database.close()
+    if isinstance(opened, PooledDatabase):
+        opened.close()
         return
-    connection = database.connection()
+    connection = opened.connection()
     if connection.in_transaction:
         # Only a bug gets here; rolled back, it cannot hold the write lock for good.
         log.error("a request left a transaction open; rolled back")

@@ -25,6 +25,7 @@ lease: every unit is counted as it is spent.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -151,7 +152,7 @@ class LeasedLimiter:
 
     def spend(self, item: RateLimitItem, *identifiers: str) -> Window:
         """Spend one unit of the budget ``item`` for ``identifiers`` (flask-limiter's)."""
-        key = item.key_for(*identifiers)
+        key = _key_for(item, identifiers)
         with self._lock:
             now = self._clock()
             lease = self._leases.pop(key, None)
@@ -222,6 +223,12 @@ class LeasedLimiter:
                 log.warning(FALLING_BACK)
             # Units already leased stay spendable: Redis counted them.
             self._down, self._retry_at = True, self._clock() + RETRY_SECONDS
+
+
+@functools.lru_cache(maxsize=LEASES_KEPT)
+def _key_for(item: RateLimitItem, identifiers: tuple[str, ...]) -> str:
+    """``limits``' key for the budget: built once per caller, not on every spend."""
+    return item.key_for(*identifiers)
 
 
 def _counted(storage: Storage, item: RateLimitItem, key: str) -> Window:

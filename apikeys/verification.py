@@ -57,7 +57,8 @@ def verify(
     if not secret or not crypto.is_well_formed(secret):
         return None
     digest = crypto.hash_secret(secret)
-    row = database.execute_sql(_lookup_sql(type(database.obj)), (digest,)).fetchone()
+    opened = database.obj
+    row = opened.execute_sql(_lookup_sql(type(opened)), (digest,)).fetchone()
     if row is None:
         return None
     key_id, org_id, stored_hash, stored_scopes, expires_at, last_used_at = row
