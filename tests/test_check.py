@@ -80,6 +80,24 @@ def test_a_key_holding_the_scope_passes_with_who_it_is(check, org, reader, targe
     assert CheckSchema().load(response.json) == response.json
 
 
+def test_each_key_hears_its_own_answer(check, org, other_org, reader, make_key):
+    # The answer is rendered once per key and kept: checks of several keys, interleaved,
+    # must never hear another key's.
+    other = make_key(key_scopes=["read:billing"], organization=other_org)
+    expected = {
+        reader.key: (org.id, reader.id, "read:charge_points read:billing"),
+        other.key: (other_org.id, other.id, "read:billing"),
+    }
+    for secret in [reader.key, other.key] * 3:
+        response = check(secret, headers={"X-Required-Scope": "read:billing"})
+        assert response.status_code == 200
+        org_id, key_id, scopes = expected[secret]
+        assert response.json == {"org_id": org_id, "key_id": key_id, "scopes": scopes.split()}
+        assert response.headers["X-Auth-Org-Id"] == org_id
+        assert response.headers["X-Auth-Key-Id"] == key_id
+        assert response.headers["X-Auth-Scopes"] == scopes
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_the_check_answers_any_method(check, reader, method):
     target = nginx("DELETE", "/api/v1/billing/1")

@@ -310,3 +310,12 @@ def test_preflights_do_not_spend_the_failed_budget(client, admin):
     for _ in range(2):
         client.options("/api/v1/auth/check")
     assert_rate_limited(client.options("/api/v1/auth/check"))
+
+
+def test_unlimited_routes_neither_spend_nor_show_a_budget(client, admin):
+    # The limiter's hooks run on the guarded and leased blueprints only.
+    for _ in range(5):
+        response = client.get("/healthz", headers=bearer(admin.key))
+        assert response.status_code == 200
+        assert "RateLimit-Limit" not in response.headers
+    assert_rate_headers(client.get(URL, headers=bearer(admin.key)), 3, 2)
