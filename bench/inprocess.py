@@ -94,8 +94,8 @@ def instructions(label: str, requests: int) -> int:
         ]
         # The same hash seed in both, so that they run the very same code paths.
         env = {**os.environ, "PYTHONHASHSEED": "0"}
-        run_ = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-        return int(re.search(r"Collected : (\d+)", run_.stderr).group(1))
+        child = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        return int(re.search(r"Collected : (\d+)", child.stderr).group(1))
 
     with ThreadPoolExecutor(2) as pool:
         warm_only, measured = pool.map(collected, (0, requests))
