@@ -1,5 +1,8 @@
 """Real servers for the tests that need processes of their own.
 
+``production(tmp_path, env)`` starts the production server, ``serve.py``, on a free port
+with ``env`` over the environment, and stops it on exit, whatever happens in between.
+
 ``gunicorn(tmp_path, env)`` starts ``app:create_app()`` on a free port and stops it on
 exit, whatever happens in between. Its access log names the worker that served each
 request, so a test can tell that every worker has answered.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
+SERVE = ROOT / "serve.py"
 START_TIMEOUT = 30.0
 _LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 _ACCESS = re.compile(r"^(\S+) <(\d+)> (\d+)$")
@@ -115,11 +119,41 @@ def gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterat
         stop_process_group(process)
 
 
+@contextmanager
+def production(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterator[Server]:
+    """``serve.py`` (the Docker image's command) with ``workers`` worker processes on a
+    free port of 127.0.0.1, ``env`` over the environment; its output goes to ``error_log``."""
+    port = free_port()
+    error_log = tmp_path / f"serve-{port}.log"
+    with error_log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(SERVE)],
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "WEB_CONCURRENCY": str(workers),
+                **env,
+            },
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        server = Server(port, process, error_log, error_log)
+        _wait_until_healthy(server)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
 class StartFailed(AssertionError):
     """The server exited during start-up; the message carries its log."""
 
     def __init__(self, returncode: int, log: str) -> None:
-        super().__init__(f"gunicorn exited with status {returncode}:\n{log}")
+        super().__init__(f"the server exited with status {returncode}:\n{log}")
         self.returncode = returncode
         self.log = log
 
@@ -145,7 +179,7 @@ def _wait_until_healthy(server: Server) -> None:
         except OSError:
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"gunicorn did not answer /healthz within {START_TIMEOUT} s")
+    raise TimeoutError(f"the server did not answer /healthz within {START_TIMEOUT} s")
 
 
 def _fail_if_exited(process: subprocess.Popen, error_log: Path) -> None:
