@@ -61,6 +61,9 @@ _ANSWER_HEADERS = {
         ("Cache-Control", "no-store: an answer is for this request only."),
     )
 }
+#: The error object again, on every error answer: nginx's auth_request never passes a
+#: subrequest's body on, so deploy/nginx.conf answers the client with this header instead.
+ERROR_HEADER = "X-Auth-Error"
 
 
 def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
@@ -111,6 +114,14 @@ def check():
         authorize(scope, caller)
     body, headers = _answer(caller)
     return Response(body, headers=headers)
+
+
+@blp.after_request
+def _error_in_header(response: Response) -> Response:
+    if response.status_code >= 400:
+        # jsonify's body is ASCII (non-ASCII is escaped) and ends with a newline to drop.
+        response.headers[ERROR_HEADER] = response.get_data(as_text=True).strip()
+    return response
 
 
 @functools.lru_cache(maxsize=4096)
