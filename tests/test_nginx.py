@@ -75,9 +75,13 @@ class Stack:
     log: Path
 
     def request(
-        self, method: str, path: str, headers: Mapping[str, str] | list | None = None
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | list | None = None,
+        body: bytes | None = None,
     ) -> Reply:
-        return send(self.port, method, path, headers)
+        return send(self.port, method, path, headers, body)
 
     def key(self, *scopes: str) -> Key:
         """A new key of the admin's organization, made through the service itself."""
@@ -99,7 +103,11 @@ class Stack:
 
 
 def send(
-    port: int, method: str, path: str, headers: Mapping[str, str] | list | None = None
+    port: int,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | list | None = None,
+    body: bytes | None = None,
 ) -> Reply:
     """One request to nginx; ``headers`` a mapping, or a list of pairs to repeat a name."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -108,7 +116,9 @@ def send(
         pairs = headers.items() if isinstance(headers, Mapping) else headers or []
         for name, value in pairs:
             connection.putheader(name, value)
-        connection.endheaders()
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
         response = connection.getresponse()
         return Reply(response.status, response.headers, response.read())
     finally:
@@ -122,9 +132,14 @@ class _Echo(BaseHTTPRequestHandler):
 
     def _echo(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        received = self.rfile.read(length).decode()
         body = json.dumps(
-            {"method": self.command, "path": self.path, "headers": list(self.headers.items())}
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": list(self.headers.items()),
+                "body": received,
+            }
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -264,6 +279,16 @@ def test_a_valid_key_reaches_the_backend_with_the_checks_identity(stack, reader)
     assert int(reply.headers["RateLimit-Remaining"]) < PER_KEY
 
 
+def test_a_write_reaches_the_backend_with_its_body(stack):
+    writer = stack.key("write:charge_points")
+    body = json.dumps({"name": "CP 7"}).encode()
+    headers = {**bearer(writer.secret), "Content-Type": "application/json"}
+    reply = stack.request("POST", "/api/v1/charge_points", headers, body)
+    assert reply.status == 200, reply.body
+    assert (reply.json()["method"], reply.json()["body"]) == ("POST", '{"name": "CP 7"}')
+    assert ("X-Auth-Scopes", "write:charge_points") in reply.heard()
+
+
 @pytest.mark.parametrize(
     "headers",
     [{}, bearer("not-a-key"), bearer(crypto.generate_secret()), {"X-API-Key": "evk_nope"}],
@@ -388,6 +413,7 @@ def test_a_clients_own_check_headers_never_widen(stack, reader, method, path, sp
         [("X-API-Key", "evk_a"), ("X-API-Key", "evk_b")],
         [("Host", "a"), ("Host", "b")],
         [("X-Request-ID", "bad id\t!")],
+        [("Content-Length", str(2 * 1024 * 1024))],
     ],
     ids=[
         "bogus-scope",
@@ -400,6 +426,7 @@ def test_a_clients_own_check_headers_never_widen(stack, reader, method, path, sp
         "two-api-keys",
         "two-hosts",
         "bad-request-id",
+        "body-over-1m",
     ],
 )
 def test_nothing_a_client_sends_is_a_5xx(stack, reader, headers):
@@ -422,3 +449,40 @@ def test_the_service_down_is_a_503_in_the_services_shape(tmp_path):
     assert reply.status == 503
     assert reply.headers["Content-Type"] == "application/json"
     assert reply.json()["error"]["code"] == "service_unavailable"
+
+
+def send_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``data`` as it is, for requests http.client refuses to write; nginx's answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return response.status, dict(response.headers), response.read()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"\x00\x01\x02\r\n\r\n",
+        b"GET /api/v1/charge_points/%zz HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /api/v1/charge_points/a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /api/v1/charge_points/1 HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET /api/v1/charge_points/1 HTTP/1.1\r\nHost: a\r\nNo colon\r\n\r\n",
+        b"GET /api/v1/charge_points/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+    ids=[
+        "garbage",
+        "binary",
+        "bad-escape",
+        "control-char",
+        "http-9.9",
+        "header-without-colon",
+        "uri-over-8k",
+    ],
+)
+def test_a_request_nginx_cannot_read_is_a_400_in_the_services_shape(stack, data):
+    status, headers, body = send_raw(stack.port, data)
+    assert status == 400, body
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "invalid_request"
