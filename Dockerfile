@@ -19,6 +19,7 @@ RUN pip install . \
 USER apikeys
 VOLUME /data
 EXPOSE 8000
+# On the port serve.py listens on: PORT, as serve.py reads it.
 HEALTHCHECK --interval=10s --timeout=2s \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=2)"
 CMD ["python", "serve.py"]
