@@ -19,7 +19,7 @@ RUN pip install . \
 USER apikeys
 VOLUME /data
 EXPOSE 8000
-# The port serve.py listens on: PORT, as at run time.
+# On the port serve.py listens on: PORT, as serve.py reads it.
 HEALTHCHECK --interval=10s --timeout=2s \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'))"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=2)"
 CMD ["python", "serve.py"]

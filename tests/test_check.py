@@ -345,6 +345,23 @@ def test_failed_checks_are_limited_per_client_address(limited, check, reader):
     assert check(reader.key, headers=target).status_code == 200
 
 
+def test_every_error_repeats_its_body_in_x_auth_error(limited, check, reader):
+    """nginx's auth_request drops a check's body: deploy/nginx.conf answers with this."""
+    passed = check(reader.key, headers={"X-Required-Scope": "read:billing"})
+    assert passed.status_code == 200
+    assert "X-Auth-Error" not in passed.headers
+    errors = [
+        check(None, headers={"X-Required-Scope": "read:billing"}),
+        check(reader.key, headers={"X-Required-Scope": "bogus"}),
+        check(reader.key, headers=nginx("GET", "/no/such/route")),
+    ]
+    while errors[-1].status_code != 429 and len(errors) < 20:
+        errors.append(check(reader.key, headers={"X-Required-Scope": "read:billing"}))
+    assert [errors[i].status_code for i in (0, 1, 2, -1)] == [401, 400, 403, 429]
+    for response in errors:
+        assert response.headers["X-Auth-Error"] == response.get_data(as_text=True).strip()
+
+
 # last_used_at: recorded by a check, at most one write per key per interval.
 
 

@@ -61,6 +61,15 @@ _ANSWER_HEADERS = {
         ("Cache-Control", "no-store: an answer is for this request only."),
     )
 }
+#: The error object again, on every error answer: nginx's auth_request never passes a
+#: subrequest's body on, so deploy/nginx.conf answers the client with this header instead.
+ERROR_HEADER = "X-Auth-Error"
+_ERROR_HEADERS = {
+    ERROR_HEADER: {
+        "schema": {"type": "string"},
+        "description": "The response's body, the error object, for proxies that drop it.",
+    }
+}
 
 
 def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
@@ -99,10 +108,17 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
 @documented(
     blp.doc(security=SECURITY, parameters=_HEADER_DOCS),
     blp.response(200, CheckSchema, headers=_ANSWER_HEADERS),
-    blp.alt_response(400, schema=ErrorSchema, description="No target, or an unknown scope"),
-    blp.alt_response(401, schema=ErrorSchema, description=HTTPStatus(401).phrase),
-    blp.alt_response(403, schema=ErrorSchema, description="Lacks the scope, or an unknown route"),
-    blp.alt_response(429, schema=ErrorSchema, description=HTTPStatus(429).phrase),
+    *(
+        blp.alt_response(
+            status, schema=ErrorSchema, description=description, headers=_ERROR_HEADERS
+        )
+        for status, description in (
+            (400, "No target, or an unknown scope"),
+            (401, HTTPStatus(401).phrase),
+            (403, "Lacks the scope, or an unknown route"),
+            (429, HTTPStatus(429).phrase),
+        )
+    ),
 )
 def check():
     """May the presented key make the forwarded request? (Any method; see the headers)"""
@@ -111,6 +127,14 @@ def check():
         authorize(scope, caller)
     body, headers = _answer(caller)
     return Response(body, headers=headers)
+
+
+@blp.after_request
+def _error_in_header(response: Response) -> Response:
+    if response.status_code >= 400:
+        # jsonify's body is ASCII (non-ASCII is escaped) and ends with a newline to drop.
+        response.headers[ERROR_HEADER] = response.get_data(as_text=True).strip()
+    return response
 
 
 @functools.lru_cache(maxsize=4096)

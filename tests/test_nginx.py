@@ -1,0 +1,488 @@
+"""deploy/nginx.conf in a real nginx, in front of serve.py and a backend that echoes.
+
+What a client sees through nginx, and what the backend hears, for each outcome of the
+check; and that no header a client adds reaches the backend or widens what passes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from apikeys import crypto
+from tests.conftest import SETTINGS, bearer
+from tests.servers import ROOT, Server, free_port, production, stop_process_group
+
+NGINX = "/usr/sbin/nginx"
+CONFIG = ROOT / "deploy" / "nginx.conf"
+#: The lines of deploy/nginx.conf an operator edits, and what the test puts there.
+SERVICE_LINE = "server 127.0.0.1:8000;"
+BACKEND_LINE = "server 127.0.0.1:9000;"
+LISTEN_LINE = "listen 80;"
+#: The per-key limit of the service under test: high enough for every other test's key.
+PER_KEY = 50
+UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "Missing or invalid API key"}}
+CHECK_INPUTS = (
+    "X-Required-Scope",
+    "X-Original-Method",
+    "X-Original-URI",
+    "X-Forwarded-Method",
+    "X-Forwarded-Uri",
+    "X-Auth-Error",
+)
+IDENTITY = ("X-Auth-Org-Id", "X-Auth-Key-Id", "X-Auth-Scopes")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+    def heard(self) -> list[tuple[str, str]]:
+        """The headers the backend received, in order, repeats included."""
+        return [tuple(pair) for pair in self.json()["headers"]]
+
+
+@dataclass(frozen=True)
+class Key:
+    secret: str
+    id: str
+    org_id: str
+
+
+@dataclass
+class Stack:
+    """nginx with deploy/nginx.conf on ``port``, the service behind it on ``service``."""
+
+    port: int
+    service: Server
+    admin: str
+    log: Path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | list | None = None,
+        body: bytes | None = None,
+    ) -> Reply:
+        return send(self.port, method, path, headers, body)
+
+    def key(self, *scopes: str) -> Key:
+        """A new key of the admin's organization, made through the service itself."""
+        body = {"name": "k-" + crypto.generate_secret()[-10:], "scopes": list(scopes)}
+        made = self.service.request(
+            "POST",
+            "/api/v1/org/api-keys",
+            {**bearer(self.admin), "Content-Type": "application/json"},
+            json.dumps(body).encode(),
+        )
+        assert made.status == 201, made.body
+        created = json.loads(made.body)
+        # The key object has no organization: the check says which it is.
+        check = self.service.request(
+            "GET", "/api/v1/auth/check", {**bearer(created["key"]), "X-Required-Scope": scopes[0]}
+        )
+        assert check.status == 200
+        return Key(created["key"], created["id"], check.headers["X-Auth-Org-Id"])
+
+
+def send(
+    port: int,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | list | None = None,
+    body: bytes | None = None,
+) -> Reply:
+    """One request to nginx; ``headers`` a mapping, or a list of pairs to repeat a name."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+        for name, value in pairs:
+            connection.putheader(name, value)
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every request with JSON of what it received: method, path, headers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        received = self.rfile.read(length).decode()
+        body = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": list(self.headers.items()),
+                "body": received,
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _echo
+
+    def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+        pass
+
+
+@contextmanager
+def echo_backend() -> Iterator[int]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.1,), daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_port
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        httpd.server_close()
+
+
+def configured(directory: Path, port: int, service: int, backend: int) -> Path:
+    """deploy/nginx.conf with the test's addresses in the lines an operator edits."""
+    text = CONFIG.read_text()
+    for line, replacement in (
+        (LISTEN_LINE, f"listen 127.0.0.1:{port};"),
+        (SERVICE_LINE, f"server 127.0.0.1:{service};"),
+        (BACKEND_LINE, f"server 127.0.0.1:{backend};"),
+    ):
+        assert text.count(line) == 1, f"deploy/nginx.conf should have one {line!r}"
+        text = text.replace(line, replacement)
+    path = directory / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+@contextmanager
+def nginx(directory: Path, config: Path, port: int) -> Iterator[Path]:
+    """The real nginx in the foreground with ``config``; its output goes to the log."""
+    log = directory / "nginx.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [NGINX, "-p", f"{directory}/", "-c", str(config), "-e", "stderr"]
+            + ["-g", f"daemon off; pid {directory}/nginx.pid;"],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"nginx exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("nginx did not listen within 30 s") from None
+                time.sleep(0.05)
+        yield log
+    finally:
+        stop_process_group(process)
+
+
+@contextmanager
+def proxied_service(directory: Path) -> Iterator[Stack]:
+    """serve.py (2 workers, SQLite), the echo backend, and nginx in front of both."""
+    admin = crypto.generate_secret()
+    env = {name: "" for name in SETTINGS} | {
+        "DATABASE_URL": f"sqlite:///{directory / 'apikeys.db'}",
+        "APIKEYS_BOOTSTRAP_KEY": admin,
+        "RATE_LIMIT_PER_KEY": f"{PER_KEY}/minute",
+        "RATE_LIMIT_FAILED_AUTH": "1000/minute",
+        # nginx sets X-Forwarded-For to the client's address.
+        "APIKEYS_TRUSTED_PROXIES": "1",
+    }
+    port = free_port()
+    with (
+        production(directory, env, workers=2) as service,
+        echo_backend() as backend,
+        nginx(directory, configured(directory, port, service.port, backend), port) as log,
+    ):
+        yield Stack(port, service, admin, log)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    # One stack for the module: three servers are slow to start on a busy machine.
+    with proxied_service(tmp_path_factory.mktemp("nginx")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def reader(stack) -> Key:
+    """A key of its own for each test, that can read charge points and nothing else."""
+    return stack.key("read:charge_points")
+
+
+def assert_refused(reply: Reply, status: int, code: str) -> dict:
+    assert reply.status == status, reply.body
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.json()["error"]["code"] == code
+    assert reply.headers["Cache-Control"] == "no-store"
+    return reply.json()
+
+
+def heard_names(reply: Reply) -> list[str]:
+    return [name.lower() for name, _ in reply.heard()]
+
+
+# What a client sees for each outcome.
+
+
+def test_a_valid_key_reaches_the_backend_with_the_checks_identity(stack, reader):
+    reply = stack.request(
+        "GET",
+        "/api/v1/charge_points/cp-1?page=2",
+        {**bearer(reader.secret), "X-Request-ID": "trace-42"},
+    )
+    assert reply.status == 200, reply.body
+    assert reply.json()["path"] == "/api/v1/charge_points/cp-1?page=2"
+    heard = reply.heard()
+    assert ("X-Auth-Org-Id", reader.org_id) in heard
+    assert ("X-Auth-Key-Id", reader.id) in heard
+    assert ("X-Auth-Scopes", "read:charge_points") in heard
+    assert ("X-Request-ID", "trace-42") in heard
+    assert not {name.lower() for name in CHECK_INPUTS} & set(heard_names(reply))
+    assert reply.headers["RateLimit-Limit"] == str(PER_KEY)
+    assert int(reply.headers["RateLimit-Remaining"]) < PER_KEY
+
+
+def test_a_write_reaches_the_backend_with_its_body(stack):
+    writer = stack.key("write:charge_points")
+    body = json.dumps({"name": "CP 7"}).encode()
+    headers = {**bearer(writer.secret), "Content-Type": "application/json"}
+    reply = stack.request("POST", "/api/v1/charge_points", headers, body)
+    assert reply.status == 200, reply.body
+    assert (reply.json()["method"], reply.json()["body"]) == ("POST", '{"name": "CP 7"}')
+    assert ("X-Auth-Scopes", "write:charge_points") in reply.heard()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer("not-a-key"), bearer(crypto.generate_secret()), {"X-API-Key": "evk_nope"}],
+    ids=["no-key", "malformed", "unknown", "x-api-key"],
+)
+def test_without_a_valid_key_the_client_gets_the_services_401(stack, headers):
+    reply = stack.request("GET", "/api/v1/charge_points/cp-1", headers)
+    assert_refused(reply, 401, "unauthorized")
+    assert reply.json() == UNAUTHORIZED
+    assert reply.headers.get_all("WWW-Authenticate") == ['Bearer realm="api"']
+
+
+def test_a_key_without_the_scope_gets_the_services_403(stack, reader):
+    reply = stack.request(
+        "POST", "/api/v1/charge_points", {**bearer(reader.secret), "X-Request-ID": "trace-43"}
+    )
+    error = assert_refused(reply, 403, "forbidden")
+    assert reply.headers["X-Request-ID"] == "trace-43"
+    assert "write:charge_points" in error["error"]["message"]
+    assert reply.headers["RateLimit-Limit"] == str(PER_KEY)
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/admin"),
+        ("POST", "/api/v1/analytics/reports"),
+        ("FOO", "/api/v1/charge_points/cp-1"),
+        ("GET", "/api/v1/charge_points/../billing/invoices"),
+        ("GET", "/api/v1/charge_points/%2e%2e/billing"),
+        ("GET", "/api/v1/charge_points/a%2Fb"),
+    ],
+)
+def test_a_route_the_policy_does_not_know_is_403(stack, reader, method, path):
+    reply = stack.request(method, path, bearer(reader.secret))
+    assert_refused(reply, 403, "forbidden")
+
+
+def test_a_rate_limited_key_gets_the_services_429(stack):
+    limited = stack.key("read:charge_points")
+    # Each of the two workers counts its own budget (no Redis here): at most twice the limit.
+    for _ in range(2 * PER_KEY + 1):
+        reply = stack.request("GET", "/api/v1/charge_points/cp-1", bearer(limited.secret))
+        if reply.status != 200:
+            break
+    assert_refused(reply, 429, "rate_limited")
+    assert reply.json()["error"]["message"].startswith("Too many requests")
+    assert 0 < int(reply.headers["Retry-After"]) <= 61
+    assert reply.headers["RateLimit-Limit"] == str(PER_KEY)
+    assert reply.headers["RateLimit-Remaining"] == "0"
+    assert 0 < int(reply.headers["RateLimit-Reset"]) <= 61
+
+
+# What a client adds: never reaches the backend, never widens, never a 5xx.
+
+
+@pytest.mark.parametrize(
+    "spoofed",
+    [
+        [("X-Auth-Org-Id", "org-evil"), ("X-Auth-Key-Id", "key-evil")],
+        [("X-Auth-Scopes", "write:billing write:api_keys")],
+        [("x-auth-scopes", "write:billing"), ("X-AUTH-ORG-ID", "org-evil")],
+        [("X-Auth-Scopes", "write:billing"), ("X-Auth-Scopes", "read:billing")],
+        [("X_Auth_Scopes", "write:billing"), ("X_Auth_Org_Id", "org-evil")],
+        [("X-Auth-Error", "{}")],
+        [("X-Required-Scope", "bogus")],
+        [("X-Required-Scope", "write:billing")],
+        [("X-Forwarded-Method", "POST")],
+        [("X-Forwarded-Uri", "/api/v1/billing/invoices")],
+        [("X-Original-Method", "DELETE"), ("X-Original-URI", "/admin")],
+    ],
+    ids=lambda pairs: "+".join(name for name, _ in pairs),
+)
+def test_a_clients_own_check_headers_never_reach_the_backend(stack, reader, spoofed):
+    reply = stack.request(
+        "GET", "/api/v1/charge_points/cp-1", [*bearer(reader.secret).items(), *spoofed]
+    )
+    assert reply.status == 200, reply.body
+    heard = reply.heard()
+    assert [pair for pair in heard if pair[0].lower() in {n.lower() for n in IDENTITY}] == [
+        ("X-Auth-Org-Id", reader.org_id),
+        ("X-Auth-Key-Id", reader.id),
+        ("X-Auth-Scopes", "read:charge_points"),
+    ]
+    names = heard_names(reply)
+    assert not {name.lower() for name in CHECK_INPUTS} & set(names)
+    assert not [
+        name for name in names if name.replace("_", "-").startswith("x-auth") and "_" in name
+    ]
+
+
+@pytest.mark.parametrize(
+    "method, path, spoofed",
+    [
+        ("GET", "/api/v1/billing/invoices", [("X-Required-Scope", "read:charge_points")]),
+        ("GET", "/api/v1/billing/invoices", [("X-Original-URI", "/api/v1/charge_points/1")]),
+        ("POST", "/api/v1/charge_points", [("X-Original-Method", "GET")]),
+        (
+            "GET",
+            "/api/v1/billing/invoices",
+            [("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", "/api/v1/charge_points/1")],
+        ),
+        ("GET", "/api/v1/billing/invoices", [("X-Auth-Scopes", "read:billing")]),
+    ],
+    ids=["required-scope", "original-uri", "original-method", "forwarded-pair", "auth-scopes"],
+)
+def test_a_clients_own_check_headers_never_widen(stack, reader, method, path, spoofed):
+    reply = stack.request(method, path, [*bearer(reader.secret).items(), *spoofed])
+    assert_refused(reply, 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-Required-Scope", "bogus")],
+        [("X-Forwarded-Method", "POST")],
+        [("X-Original-URI", "x" * 7000)],
+        [("X-Big", "x" * 9000)],
+        [(f"X-Many-{i}", "y" * 1000) for i in range(40)],
+        [("Authorization", "Bearer " + "a" * 7000)],
+        [("Authorization", "Bearer a"), ("Authorization", "Bearer b")],
+        [("X-API-Key", "evk_a"), ("X-API-Key", "evk_b")],
+        [("Host", "a"), ("Host", "b")],
+        [("X-Request-ID", "bad id\t!")],
+        [("Content-Length", str(2 * 1024 * 1024))],
+    ],
+    ids=[
+        "bogus-scope",
+        "lone-forwarded-method",
+        "long-original-uri",
+        "header-over-8k",
+        "headers-over-32k",
+        "long-authorization",
+        "two-authorizations",
+        "two-api-keys",
+        "two-hosts",
+        "bad-request-id",
+        "body-over-1m",
+    ],
+)
+def test_nothing_a_client_sends_is_a_5xx(stack, reader, headers):
+    presents_a_key = {name.lower() for name, _ in headers} & {"authorization", "x-api-key"}
+    key = [] if presents_a_key else list(bearer(reader.secret).items())
+    reply = stack.request("GET", "/api/v1/charge_points/cp-1", key + headers)
+    assert reply.status < 500, (reply.status, reply.body)
+    if reply.status >= 400:
+        assert reply.headers["Content-Type"] == "application/json"
+        assert reply.json()["error"]["code"]
+
+
+def test_the_service_down_is_a_503_in_the_services_shape(tmp_path):
+    """Not the client's doing: nginx cannot reach the check, and says so in JSON."""
+    port = free_port()
+    with echo_backend() as backend:
+        config = configured(tmp_path, port, service=free_port(), backend=backend)
+        with nginx(tmp_path, config, port):
+            reply = send(port, "GET", "/api/v1/charge_points/cp-1")
+    assert reply.status == 503
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.json()["error"]["code"] == "service_unavailable"
+
+
+def send_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``data`` as it is, for requests http.client refuses to write; nginx's answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return response.status, dict(response.headers), response.read()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"\x00\x01\x02\r\n\r\n",
+        b"GET /api/v1/charge_points/%zz HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /api/v1/charge_points/a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /api/v1/charge_points/1 HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET /api/v1/charge_points/1 HTTP/1.1\r\nHost: a\r\nNo colon\r\n\r\n",
+        b"GET /api/v1/charge_points/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+    ids=[
+        "garbage",
+        "binary",
+        "bad-escape",
+        "control-char",
+        "http-9.9",
+        "header-without-colon",
+        "uri-over-8k",
+    ],
+)
+def test_a_request_nginx_cannot_read_is_a_400_in_the_services_shape(stack, data):
+    status, headers, body = send_raw(stack.port, data)
+    assert status == 400, body
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "invalid_request"
