@@ -59,6 +59,8 @@ REPEATED_HEADERS = "apikeys.repeated_headers"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Headers = list[tuple[str, str]]
+#: An answer: status, headers, body.
+Answer = tuple[int, Headers, bytes]
 
 _JSON = ("content-type", "application/json")
 _HEALTHY = b'{"status":"ok"}\n'
@@ -101,14 +103,41 @@ class Adapter:
             body = b""
         proto.response_bytes(status, headers, body)
 
-    async def _answer(self, scope: Any, proto: Any) -> tuple[int, Headers, bytes]:
+    async def _answer(self, scope: Any, proto: Any) -> Answer:
         headers, repeated, size = read_headers(scope.headers)
         if size > MAX_HEADER_BYTES:
             return _error(
                 431, "headers_too_large", f"Request headers exceed {MAX_HEADER_BYTES} bytes"
             )
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
+        body = await self._read_body(headers, proto)
+        if isinstance(body, tuple):
+            return body
+        environ = build_environ(scope, headers, repeated, body)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.executor, run_wsgi, self.app, environ
+                )
+        except TimeoutError:
+            log.warning(
+                "%s %s: no answer within %g s", scope.method, scope.path, self.request_timeout
+            )
+            return _error(
+                503,
+                "service_unavailable",
+                "The service cannot answer in time; retry shortly",
+                extra=[("retry-after", "1")],
+            )
+        except Exception:
+            log.exception("the app failed outside its own error handling")
+            return _error(500, "internal_error", "Internal error")
+
+    async def _read_body(self, headers: dict[str, str], proto: Any) -> bytes | Answer:
+        """The whole request body, or the error to answer instead."""
+        declared = _content_length(headers)
+        if declared is None and "transfer-encoding" not in headers:
+            return b""  # HTTP/1.1: no body (and no read to wait for)
+        if declared is not None and declared > self.max_body:
             return _too_large(self.max_body)
         try:
             async with asyncio.timeout(self.body_timeout):
@@ -122,36 +151,33 @@ class Adapter:
             )
         except BodyTooLarge:
             return _too_large(self.max_body)
-        environ = build_environ(scope, headers, repeated, body)
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self.executor, run_wsgi, self.app, environ),
-                self.request_timeout,
-            )
-        except TimeoutError:
-            log.warning(
-                "%s %s answered 503 after %g s", scope.method, scope.path, self.request_timeout
-            )
-            return _error(
-                503,
-                "service_unavailable",
-                "The service cannot answer in time; retry shortly",
-                extra=[("retry-after", "1")],
-            )
-        except Exception:
-            log.exception("the app failed outside its own error handling")
-            return _error(500, "internal_error", "Internal error")
+        except BodyIncomplete:
+            body = None
+        if body is None or (declared is not None and len(body) != declared):
+            return _error(400, "invalid_request", "The request body ended early", close=True)
+        return body
 
 
 class BodyTooLarge(Exception):
     pass
 
 
+class BodyIncomplete(Exception):
+    pass
+
+
 async def read_body(proto: Any, limit: int) -> bytes:
-    """The whole request body; BodyTooLarge as soon as it passes ``limit`` bytes."""
-    chunks, size = [], 0
+    """The whole request body; BodyTooLarge as soon as it passes ``limit`` bytes.
+
+    granian ends a body with one empty chunk, and turns a broken one (cut short, bad
+    chunked encoding) into an empty chunk before that: BodyIncomplete, rather than act on
+    half a body. (Request trailers, which no client of this service sends, read the same.)
+    """
+    chunks, size, ended = [], 0, False
     async for chunk in proto:
+        if ended:
+            raise BodyIncomplete()
+        ended = not chunk
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge()
@@ -221,7 +247,7 @@ def build_environ(
     return environ
 
 
-def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, Headers, bytes]:
+def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
     """Call ``app`` and collect its whole answer (the service's answers are small)."""
     started: list[Any] = []
 
@@ -239,6 +265,13 @@ def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, Headers, bytes
     return int(status.split(" ", 1)[0]), headers, body
 
 
+def _content_length(headers: dict[str, str]) -> int | None:
+    """The declared body length. granian has refused any but one number (which it allows
+    repeated, joined here as "5,5")."""
+    value = headers.get("content-length")
+    return None if value is None else int(value.partition(",")[0])
+
+
 def _host_port(address: str) -> tuple[str, str]:
     """``"[::1]:8000"`` or ``"127.0.0.1:8000"`` as host and port, brackets dropped."""
     host, _, port = address.rpartition(":")
@@ -247,7 +280,7 @@ def _host_port(address: str) -> tuple[str, str]:
 
 def _error(
     status: int, code: str, message: str, close: bool = False, extra: Headers = ()
-) -> tuple[int, Headers, bytes]:
+) -> Answer:
     headers = [_JSON, *extra]
     if close:
         # The rest of the request may still be on its way: do not read it as the next one.
@@ -255,7 +288,7 @@ def _error(
     return status, headers, error_body(code, message)
 
 
-def _too_large(limit: int) -> tuple[int, Headers, bytes]:
+def _too_large(limit: int) -> Answer:
     return _error(413, "payload_too_large", f"The request body exceeds {limit} bytes", close=True)
 
 

@@ -471,3 +471,33 @@ def test_query_strings_and_encoded_paths_reach_the_routes(service, admin_secret)
     missing = send(service, "GET", KEYS + "/key_%E2%82%AC", bearer(admin_secret).items())
     assert missing.status == 404
     assert missing.error_code() == "not_found"
+
+
+def test_a_body_cut_short_is_never_acted_on(service, admin_secret):
+    body = json.dumps({"name": "cut-short", "scopes": ["read:billing"]}).encode()
+    head = (
+        f"POST {KEYS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin_secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body) + 10}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", service), timeout=10) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(65536)
+    assert not answer or answer.startswith(b"HTTP/1.1 400"), answer
+    listed = send(service, "GET", KEYS, bearer(admin_secret).items())
+    assert b"cut-short" not in listed.body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"5\r\nhello\r\nZZ\r\n", b"5\r\nhello\r\n"],
+    ids=["bad-chunk", "cut-short"],
+)
+def test_a_broken_chunked_body_is_never_acted_on(echo, body):
+    head = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", echo), timeout=10) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"REQUEST_METHOD" not in answer  # the app was never called
