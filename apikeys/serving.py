@@ -250,19 +250,22 @@ def build_environ(
 def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
     """Call ``app`` and collect its whole answer (the service's answers are small)."""
     started: list[Any] = []
+    written: list[bytes] = []
 
     def start_response(status: str, headers: Headers, exc_info: Any = None) -> Callable:
+        # Nothing is sent before the app returns, so a later call (with exc_info) may
+        # replace an earlier one.
         started[:] = [status, headers]
-        return lambda data: None  # the legacy write(): unused by Flask
+        return written.append  # WSGI's legacy write()
 
     result = app(environ, start_response)
     try:
-        body = b"".join(result)
+        written.extend(result)
     finally:
         if hasattr(result, "close"):
             result.close()
     status, headers = started
-    return int(status.split(" ", 1)[0]), headers, body
+    return int(status.split(" ", 1)[0]), headers, b"".join(written)
 
 
 def _content_length(headers: dict[str, str]) -> int | None:
