@@ -123,7 +123,9 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
 @documented(
     blp.doc(security=SECURITY, parameters=_HEADER_DOCS),
     blp.response(200, CheckSchema, headers=_ANSWER_HEADERS),
-    blp.alt_response(400, schema=ErrorSchema, description="No target, or an unknown scope"),
+    blp.alt_response(
+        400, schema=ErrorSchema, description="No target, an unknown scope, or a header sent twice"
+    ),
     blp.alt_response(401, schema=ErrorSchema, description=HTTPStatus(401).phrase),
     blp.alt_response(403, schema=ErrorSchema, description="Lacks the scope, or an unknown route"),
     blp.alt_response(429, schema=ErrorSchema, description=HTTPStatus(429).phrase),
