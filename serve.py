@@ -28,7 +28,7 @@ from apikeys import serving
 WORKERS = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 #: Threads per worker running the app (apikeys.serving's pool; they never exit while the
 #: worker lives). Two, not four: measured, four cost more CPU per request (the threads
-#: contend for the GIL: 390-600 against 370-470 us of CPU per check) for no more throughput on
+#: contend for the GIL: 390-600 against 370-470 us per check) for no more throughput on
 #: two cores; the second keeps a worker answering while one request waits on the
 #: database's write lock.
 APP_THREADS = 2
