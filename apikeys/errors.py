@@ -7,10 +7,11 @@ limiter) and uncaught exceptions alike.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
@@ -107,15 +108,19 @@ _MESSAGES = {
 }
 
 
-def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: Any = None
-) -> Response:
-    """The one place an error body is written."""
+def error_body(code: str, message: str, details: Any = None) -> bytes:
+    """The one place an error body is written: for Flask's answers and the server's own."""
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    response = jsonify({"error": error})
-    response.status_code = status
+    return json.dumps({"error": error}, separators=(",", ":")).encode() + b"\n"
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: Any = None
+) -> Response:
+    """An error body as a Flask response."""
+    response = Response(error_body(code, message, details), status, mimetype="application/json")
     response.headers.extend(headers or {})
     return response
 

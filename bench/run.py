@@ -518,8 +518,8 @@ def describe(args: argparse.Namespace, extra: list[str]) -> None:
         import serve
 
         print(
-            f"Server: serve.py, granian with {serve.WORKERS} workers x {serve.BLOCKING_THREADS} "
-            "threads, HTTP/1.1 keep-alive"
+            f"Server: serve.py, granian with {serve.WORKERS} workers x {serve.APP_THREADS} "
+            "app threads (RSGI, apikeys.serving), HTTP/1.1 keep-alive"
         )
     else:
         print(f"Server: {shlex.join(server_command(args.server, '<app>', 0, extra))}")

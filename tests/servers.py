@@ -120,14 +120,17 @@ def gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterat
 
 
 @contextmanager
-def production(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterator[Server]:
+def production(
+    tmp_path: Path, env: Mapping[str, str], workers: int = 2, target: str | None = None
+) -> Iterator[Server]:
     """``serve.py`` (the Docker image's command) with ``workers`` worker processes on a
-    free port of 127.0.0.1, ``env`` over the environment; its output goes to ``error_log``."""
+    free port of 127.0.0.1, ``env`` over the environment; its output goes to ``error_log``.
+    ``target`` is another app factory for serve.py to serve (``tests.wsgi_apps:echo``)."""
     port = free_port()
     error_log = tmp_path / f"serve-{port}.log"
     with error_log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, str(SERVE)],
+            [sys.executable, str(SERVE), *([target] if target else [])],
             cwd=tmp_path,
             env={
                 **os.environ,

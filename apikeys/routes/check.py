@@ -10,6 +10,11 @@ caller's ``Authorization`` or ``X-API-Key`` and says what the request is, in any
 The key must hold the scope that every one of them present asks for. Proxies pass the
 client's own headers on to the check, so a client could add one of these headers; it can
 only narrow what passes, never widen it (a precedence would let it pick its own scope).
+For the same reason the check fails closed on anything it cannot read as one value: a
+header it reads sent twice is a 400 (servers join the copies into one value), and a URI
+with a comma, which is what two joined URIs look like, is denied. Headers with ``_`` in
+their name never reach it (``apikeys.serving`` and werkzeug's server drop them), so
+``X_Original_URI`` cannot stand in for ``X-Original-URI``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
 from apikeys.routes import Blueprint, documented
 from apikeys.scopes import SCOPES, normalize
+from apikeys.serving import REPEATED_HEADERS
 from apikeys.verification import Principal
 from schemas.check import CheckSchema
 from schemas.errors import ErrorSchema
@@ -41,6 +47,10 @@ blp = Blueprint(
 ROUTE_HEADERS = (
     ("X-Original-Method", "X-Original-URI"),
     ("X-Forwarded-Method", "X-Forwarded-Uri"),
+)
+#: Every header the check reads: none may be sent twice.
+CHECKED_HEADERS = ("Authorization", "X-API-Key", "X-Required-Scope") + tuple(
+    name for pair in ROUTE_HEADERS for name in pair
 )
 _HEADER_DOCS = [
     {"in": "header", "name": name, "schema": {"type": "string"}, "description": description}
@@ -72,6 +82,19 @@ _ERROR_HEADERS = {
 }
 
 
+def refuse_repeated(environ: Mapping[str, object]) -> None:
+    """InvalidRequest if a header the check reads came more than once.
+
+    Only servers that say which headers repeated (``apikeys.serving``) are covered; under
+    others, the joined value is read as one and fails as an unknown scope, key or method,
+    or as a URI with a comma.
+    """
+    repeated = environ.get(REPEATED_HEADERS, frozenset())
+    for name in CHECKED_HEADERS:
+        if name.lower() in repeated:
+            raise InvalidRequest(f"{name} is sent more than once; send it once")
+
+
 def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
     """Every scope the check's headers (in the WSGI ``environ``) ask for.
 
@@ -92,7 +115,8 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
         if not method or not uri:
             missing = uri_header if method else method_header
             raise InvalidRequest(f"{missing} is missing; send it with {method or uri_header}")
-        route_scope = policy.required_scope(method, uri)
+        # A comma is what two joined copies of the header look like: never judge half.
+        route_scope = None if "," in uri else policy.required_scope(method, uri)
         if route_scope is None:
             raise Forbidden("The route policy allows no key this method on this path")
         required.append(route_scope)
@@ -113,7 +137,7 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
             status, schema=ErrorSchema, description=description, headers=_ERROR_HEADERS
         )
         for status, description in (
-            (400, "No target, or an unknown scope"),
+            (400, "No target, an unknown scope, or a header sent twice"),
             (401, HTTPStatus(401).phrase),
             (403, "Lacks the scope, or an unknown route"),
             (429, HTTPStatus(429).phrase),
@@ -122,6 +146,7 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
 )
 def check():
     """May the presented key make the forwarded request? (Any method; see the headers)"""
+    refuse_repeated(request.environ)
     caller = authenticated()
     for scope in required_scopes(request.environ, current_app.extensions["apikeys.policy"]):
         authorize(scope, caller)

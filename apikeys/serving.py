@@ -1,0 +1,303 @@
+"""The WSGI app behind granian's RSGI interface, safe against slow and hostile clients.
+
+granian's own WSGI interface reads a request body from the thread that runs the app, with
+no time limit, so a few clients sending a body one byte at a time hold every thread. This
+adapter stands between granian and the WSGI app and guarantees:
+
+- **A slow client costs a coroutine, never a thread.** The request is read whole on the
+  event loop first: at most ``MAX_HEADER_BYTES`` of headers (else 431
+  ``headers_too_large``), at most the app's ``MAX_CONTENT_LENGTH`` of body (a larger
+  Content-Length is refused before reading, a chunked body as soon as it passes it: 413
+  ``payload_too_large``), within ``BODY_TIMEOUT`` seconds (else 408 ``request_timeout``).
+  Only then does a thread run the app.
+- **Every request is answered within** ``REQUEST_TIMEOUT`` seconds of its body's end,
+  time waiting for a thread included: past it the answer is 503 ``service_unavailable``
+  with Retry-After (the thread finishes on its own and its result is dropped).
+  The app's own bounds sit inside it: database statements and connections about 5 s,
+  Redis 0.5 s.
+- **Liveness never waits**: ``GET``/``HEAD /healthz`` is answered here, on the event loop.
+- **Headers cannot alias one another**: a header whose name contains ``_`` is dropped
+  (nginx and gunicorn do the same), so ``X_Original_URI`` can never stand in for
+  ``X-Original-URI``. Repeated headers are joined with ``,`` (Cookie with ``; ``) as WSGI
+  servers do, and their lower-case names are listed in ``environ[REPEATED_HEADERS]``
+  so that the check can refuse them.
+- Every answer of its own is in the service's error shape.
+
+What it cannot answer: a request granian cannot parse as HTTP gets granian's bare 400,
+and headers beyond granian's buffer (``MAX_BUFFER_BYTES``) or over 100 header lines get
+its bare 431. granian also hides header values that are not ASCII: they are not seen here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from apikeys.errors import error_body
+
+log = logging.getLogger(__name__)
+
+#: Seconds a client may take to send its whole request body.
+BODY_TIMEOUT = 10.0
+#: Seconds from a request's body to its answer, waiting for a thread included. Above the
+#: app's own bounds (database about 5 s, Redis 0.5 s), so it fires only when those fail.
+REQUEST_TIMEOUT = 15.0
+#: Bytes of request headers (names and values) answered with a JSON 431 above.
+MAX_HEADER_BYTES = 16 * 1024
+#: granian's read buffer: headers above it get granian's own empty 431 (its default).
+MAX_BUFFER_BYTES = 8192 + 4096 * 100
+#: Request body bytes, when the app does not say (its MAX_CONTENT_LENGTH).
+DEFAULT_MAX_BODY = 64 * 1024
+#: The environ key listing the request's repeated headers (a frozenset of lower-case names).
+REPEATED_HEADERS = "apikeys.repeated_headers"
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Headers = list[tuple[str, str]]
+#: An answer: status, headers, body.
+Answer = tuple[int, Headers, bytes]
+
+_JSON = ("content-type", "application/json")
+_HEALTHY = b'{"status":"ok"}\n'
+
+
+class Adapter:
+    """An RSGI application running the WSGI ``app`` in ``threads`` threads of its own."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        threads: int,
+        *,
+        body_timeout: float = BODY_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self.app = app
+        config = getattr(app, "config", {})
+        self.max_body = config.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_BODY
+        self.body_timeout = body_timeout
+        self.request_timeout = request_timeout
+        # Threads live as long as the process: no idle exit, no thread-local state lost.
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return
+        if scope.path == "/healthz" and scope.method in ("GET", "HEAD"):
+            body = b"" if scope.method == "HEAD" else _HEALTHY
+            proto.response_bytes(200, [_JSON, ("content-length", str(len(_HEALTHY)))], body)
+            return
+        status, headers, body = await self._answer(scope, proto)
+        if scope.method == "HEAD":
+            body = b""
+        proto.response_bytes(status, headers, body)
+
+    async def _answer(self, scope: Any, proto: Any) -> Answer:
+        headers, repeated, size = read_headers(scope.headers)
+        if size > MAX_HEADER_BYTES:
+            return _error(
+                431, "headers_too_large", f"Request headers exceed {MAX_HEADER_BYTES} bytes"
+            )
+        body = await self._read_body(headers, proto)
+        if isinstance(body, tuple):
+            return body
+        environ = build_environ(scope, headers, repeated, body)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.executor, run_wsgi, self.app, environ
+                )
+        except TimeoutError:
+            log.warning(
+                "%s %s: no answer within %g s", scope.method, scope.path, self.request_timeout
+            )
+            return _error(
+                503,
+                "service_unavailable",
+                "The service cannot answer in time; retry shortly",
+                extra=[("retry-after", "1")],
+            )
+        except Exception:
+            log.exception("the app failed outside its own error handling")
+            return _error(500, "internal_error", "Internal error")
+
+    async def _read_body(self, headers: dict[str, str], proto: Any) -> bytes | Answer:
+        """The whole request body, or the error to answer instead."""
+        declared = _content_length(headers)
+        if declared is None and "transfer-encoding" not in headers:
+            return b""  # HTTP/1.1: no body (and no read to wait for)
+        if declared is not None and declared > self.max_body:
+            return _too_large(self.max_body)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await read_body(proto, self.max_body)
+        except TimeoutError:
+            return _error(
+                408,
+                "request_timeout",
+                f"The request body took over {self.body_timeout:g} s",
+                close=True,
+            )
+        except BodyTooLarge:
+            return _too_large(self.max_body)
+        except BodyIncomplete:
+            body = None
+        if body is None or (declared is not None and len(body) != declared):
+            return _error(400, "invalid_request", "The request body ended early", close=True)
+        return body
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyIncomplete(Exception):
+    pass
+
+
+async def read_body(proto: Any, limit: int) -> bytes:
+    """The whole request body; BodyTooLarge as soon as it passes ``limit`` bytes.
+
+    granian ends a body with one empty chunk, and turns a broken one (cut short, bad
+    chunked encoding) into an empty chunk before that: BodyIncomplete, rather than act on
+    half a body. (Request trailers, which no client of this service sends, read the same.)
+    """
+    chunks, size, ended = [], 0, False
+    async for chunk in proto:
+        if ended:
+            raise BodyIncomplete()
+        ended = not chunk
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_headers(scope_headers: Any) -> tuple[dict[str, str], frozenset[str], int]:
+    """The request's headers by lower-case name, repeats joined; the repeated names; and
+    the headers' size in bytes. Names with ``_`` are dropped (they would alias ``-``)."""
+    headers: dict[str, str] = {}
+    repeated = set()
+    size = 0
+    for name, value in scope_headers.items():
+        size += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
+        if "_" in name:
+            continue
+        if name in headers:
+            repeated.add(name)
+            value = f"{headers[name]}{'; ' if name == 'cookie' else ','}{value}"
+        headers[name] = value
+    return headers, frozenset(repeated), size
+
+
+def build_environ(
+    scope: Any, headers: dict[str, str], repeated: frozenset[str], body: bytes
+) -> dict[str, Any]:
+    """The WSGI environ granian's WSGI interface would build, with the body read already."""
+    server_host, server_port = _host_port(scope.server)
+    client_host, client_port = _host_port(scope.client)
+    environ = {
+        "REQUEST_METHOD": scope.method,
+        "SCRIPT_NAME": "",
+        # WSGI carries the decoded path's bytes as latin-1; granian decoded them as UTF-8.
+        "PATH_INFO": scope.path.encode().decode("latin-1"),
+        "QUERY_STRING": scope.query_string,
+        "SERVER_NAME": server_host,
+        "SERVER_PORT": server_port,
+        "SERVER_PROTOCOL": "HTTP/1.0"
+        if scope.http_version == "1"
+        else f"HTTP/{scope.http_version}",
+        "REMOTE_ADDR": client_host,
+        "REMOTE_PORT": client_port,
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "granian",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.scheme,
+        "wsgi.input": io.BytesIO(body),
+        # The body is whole: werkzeug may read to its end without a Content-Length.
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        REPEATED_HEADERS: repeated,
+    }
+    for name, value in headers.items():
+        if name == "content-type":
+            environ["CONTENT_TYPE"] = value
+        elif name == "content-length":
+            environ["CONTENT_LENGTH"] = value
+        elif name != "transfer-encoding":
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+    if body and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(len(body))  # a chunked body, read whole
+    environ.setdefault("HTTP_HOST", scope.authority or "")
+    return environ
+
+
+def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
+    """Call ``app`` and collect its whole answer (the service's answers are small)."""
+    started: list[Any] = []
+    written: list[bytes] = []
+
+    def start_response(status: str, headers: Headers, exc_info: Any = None) -> Callable:
+        # Nothing is sent before the app returns, so a later call (with exc_info) may
+        # replace an earlier one.
+        started[:] = [status, headers]
+        return written.append  # WSGI's legacy write()
+
+    result = app(environ, start_response)
+    try:
+        written.extend(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    status, headers = started
+    return int(status.split(" ", 1)[0]), headers, b"".join(written)
+
+
+def _content_length(headers: dict[str, str]) -> int | None:
+    """The declared body length. granian has refused any but one number (which it allows
+    repeated, joined here as "5,5")."""
+    value = headers.get("content-length")
+    return None if value is None else int(value.partition(",")[0])
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    """``"[::1]:8000"`` or ``"127.0.0.1:8000"`` as host and port, brackets dropped."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), port
+
+
+def _error(
+    status: int, code: str, message: str, close: bool = False, extra: Headers = ()
+) -> Answer:
+    headers = [_JSON, *extra]
+    if close:
+        # The rest of the request may still be on its way: do not read it as the next one.
+        headers.append(("connection", "close"))
+    return status, headers, error_body(code, message)
+
+
+def _too_large(limit: int) -> Answer:
+    return _error(413, "payload_too_large", f"The request body exceeds {limit} bytes", close=True)
+
+
+def load(target: str, threads: int) -> Adapter:
+    """The adapter around the WSGI app that the factory ``target`` ("module:function")
+    builds, or the Adapter it builds itself; granian calls it in each worker."""
+    module, _, name = target.partition(":")
+    built = getattr(importlib.import_module(module), name or "create_app")()
+    return built if isinstance(built, Adapter) else Adapter(built, threads)
