@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from marshmallow import ValidationError, fields
+from marshmallow import ValidationError, fields, validate
 
 #: RFC 3339, UTC, second precision, ``Z`` suffix; stored datetimes are naive UTC.
 RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
@@ -69,3 +69,19 @@ class Label(fields.String):
         if not any(_visible(char) for char in value):
             raise ValidationError("Must not be blank.")
         return value
+
+
+class BoundedList(fields.List):
+    """A list with at most ``max_items`` entries, counted before any entry is read: a huge
+    list costs one error, not one per entry."""
+
+    def __init__(self, cls_or_instance, *, max_items: int, **kwargs) -> None:
+        super().__init__(cls_or_instance, **kwargs)
+        self.max_items = max_items
+        # Also what the OpenAPI document shows as maxItems.
+        self.validators.append(validate.Length(max=max_items))
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, list) and len(value) > self.max_items:
+            raise ValidationError(f"At most {self.max_items} entries.")
+        return super()._deserialize(value, attr, data, **kwargs)

@@ -45,7 +45,7 @@ def post(client, secret: str, data: bytes | str, content_type: str = "applicatio
     return client.post(URL, headers=bearer(secret), data=data, content_type=content_type)
 
 
-# --- names -------------------------------------------------------------------------------
+# --- names --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -115,3 +115,28 @@ def test_a_name_with_something_visible_is_accepted(client, admin, name):
     response = post(client, admin.key, json.dumps({"name": name, "scopes": ["read:billing"]}))
     assert response.status_code == 201, response.json
     assert response.json["name"] == name
+
+
+# --- scopes -------------------------------------------------------------------------------
+
+
+def test_many_null_scopes_are_one_short_error(client, admin, unchanged):
+    response = post(client, admin.key, json.dumps({"name": "CI", "scopes": [None] * 10_000}))
+    problem = refused(response)
+    assert set(problem["details"]) == {"scopes"}
+    assert len(response.get_data()) < 2_000
+
+
+@pytest.mark.parametrize("count", [65, 1_000, 3_000])
+def test_an_oversized_scope_list_is_refused_before_its_entries(client, admin, unchanged, count):
+    response = post(
+        client, admin.key, json.dumps({"name": "CI", "scopes": ["read:billing"] * count})
+    )
+    problem = refused(response)
+    assert problem["details"] == {"scopes": ["At most 64 entries."]}
+
+
+def test_duplicate_scopes_up_to_the_maximum_are_collapsed(client, admin):
+    response = post(client, admin.key, json.dumps({"name": "CI", "scopes": ["read:billing"] * 64}))
+    assert response.status_code == 201, response.json
+    assert response.json["scopes"] == ["read:billing"]
