@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from apikeys.errors import MAX_DETAILS
 from apikeys.models import ApiKey, Organization
 from tests.conftest import bearer
 
@@ -140,3 +141,27 @@ def test_duplicate_scopes_up_to_the_maximum_are_collapsed(client, admin):
     response = post(client, admin.key, json.dumps({"name": "CI", "scopes": ["read:billing"] * 64}))
     assert response.status_code == 201, response.json
     assert response.json["scopes"] == ["read:billing"]
+
+
+# --- the size of error details ------------------------------------------------------------
+
+
+def test_many_unknown_fields_give_bounded_details(client, admin, unchanged):
+    body = {"name": "CI", "scopes": ["read:billing"], **{f"f{n}": n for n in range(4_000)}}
+    response = post(client, admin.key, json.dumps(body))
+    problem = refused(response)
+    assert len(problem["details"]) == MAX_DETAILS
+    assert f"the first {MAX_DETAILS} of 4000 fields" in problem["message"]
+    assert len(response.get_data()) < 2_000
+
+
+def test_long_field_names_are_not_echoed_whole(client, admin, unchanged):
+    body = {"name": "CI", "scopes": ["read:billing"], "x" * 60_000: 1}
+    response = post(client, admin.key, json.dumps(body))
+    assert list(refused(response)["details"]) == ["x" * 64]
+    assert len(response.get_data()) < 1_000
+
+
+def test_the_details_of_each_entry_are_bounded_too(client, admin, unchanged):
+    response = post(client, admin.key, json.dumps({"name": "CI", "scopes": [None] * 64}))
+    assert len(refused(response)["details"]["scopes"]) == MAX_DETAILS
