@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import click
 from flask.cli import AppGroup
-from marshmallow import ValidationError, validate
+from marshmallow import ValidationError
 from peewee import IntegrityError
 
 from apikeys import crypto, db, scopes, service
 from apikeys.errors import ServiceError
 from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
-from schemas.fields import Label
+from schemas.fields import clean_name
 
 orgs = AppGroup("orgs", help="Organizations.")
 keys = AppGroup("keys", help="API keys.")
@@ -45,9 +45,9 @@ def _emit(payload: object) -> None:
 
 
 def _label(value: str, option: str) -> str:
-    """A name by the API's rules: trimmed, 1 to 128 characters, no control characters."""
+    """A name by the API's rules (``clean_name``), or a usage error naming the option."""
     try:
-        return Label(validate=validate.Length(min=1, max=128)).deserialize(value)
+        return clean_name(value)
     except ValidationError as error:
         raise click.UsageError(f"{option}: {' '.join(error.messages)}") from None
 

@@ -3,7 +3,7 @@
 from marshmallow import Schema, fields, validate
 
 from apikeys.scopes import SCOPES
-from schemas.fields import BoundedList, Label, StrictInteger, Timestamp
+from schemas.fields import MAX_NAME_LENGTH, BoundedList, Label, StrictInteger, Timestamp
 
 #: Room for every scope, repeated: duplicates are collapsed, so a list a little longer than
 #: the catalogue is legitimate; a longer one is refused before its entries are read.
@@ -41,7 +41,7 @@ class ApiKeyListSchema(Schema):
 class ApiKeyCreateSchema(Schema):
     name = Label(
         required=True,
-        validate=validate.Length(min=1, max=128),
+        validate=validate.Length(min=1, max=MAX_NAME_LENGTH),
         metadata={
             "description": "Unique among your organization's keys.",
             "example": "CI Pipeline",

@@ -71,6 +71,16 @@ class Label(fields.String):
         return value
 
 
+#: The longest name, in characters, of a key or an organization.
+MAX_NAME_LENGTH = 128
+
+
+def clean_name(value: str) -> str:
+    """A key's or an organization's name by the API's rules, trimmed, wherever it comes
+    from (the CLI, the environment); ValidationError says what is wrong with it."""
+    return Label(validate=validate.Length(min=1, max=MAX_NAME_LENGTH)).deserialize(value)
+
+
 class BoundedList(fields.List):
     """A list with at most ``max_items`` entries, counted before any entry is read: a huge
     list costs one error, not one per entry."""
