@@ -349,6 +349,14 @@ def test_the_details_of_each_entry_are_bounded_too(client, admin, unchanged):
     assert len(refused(response)["details"]["scopes"]) == MAX_DETAILS
 
 
+def test_long_unknown_scopes_are_named_but_cut_short(client, admin, unchanged):
+    unknown = [f"{n:02}" + "x" * 900 for n in range(64)]
+    response = post(client, admin.key, json.dumps({"name": "CI", "scopes": unknown}))
+    message = refused(response, code="invalid_scope")["message"]
+    assert all(repr(scope[:64]) + "..." in message for scope in unknown)
+    assert len(response.get_data()) < 6_000
+
+
 # --- the key id in the path ---------------------------------------------------------------
 
 
