@@ -8,17 +8,36 @@ from collections.abc import Callable
 
 import click
 from flask.cli import AppGroup
-from marshmallow import ValidationError, validate
+from marshmallow import ValidationError
 from peewee import IntegrityError
 
 from apikeys import crypto, db, scopes, service
 from apikeys.errors import ServiceError
 from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
-from schemas.fields import Label
+from schemas.fields import clean_name
 
 orgs = AppGroup("orgs", help="Organizations.")
 keys = AppGroup("keys", help="API keys.")
 database = AppGroup("db", help="The database schema.")
+
+
+class _Text(click.ParamType):
+    """A string a database can compare: the shell may hand over bytes that are not UTF-8
+    (as lone surrogates), which SQLite and PostgreSQL refuse with a traceback."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("not valid UTF-8", param, ctx)
+        if "\x00" in value:
+            self.fail("contains a NUL character", param, ctx)
+        return value
+
+
+TEXT = _Text()
 
 
 def _emit(payload: object) -> None:
@@ -26,9 +45,9 @@ def _emit(payload: object) -> None:
 
 
 def _label(value: str, option: str) -> str:
-    """A name by the API's rules: trimmed, 1 to 128 characters, no control characters."""
+    """A name by the API's rules (``clean_name``), or a usage error naming the option."""
     try:
-        return Label(validate=validate.Length(min=1, max=128)).deserialize(value)
+        return clean_name(value)
     except ValidationError as error:
         raise click.UsageError(f"{option}: {' '.join(error.messages)}") from None
 
@@ -47,7 +66,7 @@ def _user_errors(command: Callable) -> Callable:
 
 
 @orgs.command("create")
-@click.argument("name")
+@click.argument("name", type=TEXT)
 @_user_errors
 def create_org(name: str) -> None:
     """Create an organization."""
@@ -60,9 +79,9 @@ def create_org(name: str) -> None:
 
 
 @keys.command("create")
-@click.option("--org", "org", required=True, help="The organization's id or name.")
-@click.option("--name", required=True)
-@click.option("--scope", "scope_list", multiple=True, help="Repeat for each scope.")
+@click.option("--org", "org", type=TEXT, required=True, help="The organization's id or name.")
+@click.option("--name", type=TEXT, required=True)
+@click.option("--scope", "scope_list", type=TEXT, multiple=True, help="Repeat for each scope.")
 @click.option("--all-scopes", is_flag=True, help="Grant every scope.")
 @click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
 @_user_errors
@@ -78,7 +97,7 @@ def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
 
 
 @keys.command("list")
-@click.option("--org", "org", required=True, help="The organization's id or name.")
+@click.option("--org", "org", type=TEXT, required=True, help="The organization's id or name.")
 @_user_errors
 def list_keys(org: str) -> None:
     """List an organization's live keys, newest first."""
@@ -87,7 +106,7 @@ def list_keys(org: str) -> None:
 
 
 @keys.command("revoke")
-@click.argument("key_id")
+@click.argument("key_id", type=TEXT)
 @_user_errors
 def revoke_key(key_id: str) -> None:
     """Revoke a key for good."""

@@ -125,23 +125,43 @@ def error_response(
     return response
 
 
-def _validation_details(data: dict[str, Any]) -> Any:
+#: Bounds on validation details, which a hostile body could make as large as itself.
+MAX_DETAILS = 20
+_MAX_NAME = 64
+
+
+def _validation_details(data: dict[str, Any]) -> dict[str, Any]:
     """webargs reports ``{"json": {...}}``; callers only need the field errors."""
     messages = data.get("messages") or data.get("errors") or {}
     fields = messages.get("json", messages) if isinstance(messages, dict) else messages
     return fields if isinstance(fields, dict) else {"body": fields}
 
 
+def _bounded(details: Any) -> Any:
+    """At most MAX_DETAILS entries at each level, with field names cut short."""
+    if isinstance(details, dict):
+        return {
+            str(name)[:_MAX_NAME]: _bounded(value)
+            for name, value in list(details.items())[:MAX_DETAILS]
+        }
+    if isinstance(details, list):
+        return [_bounded(value) for value in details[:MAX_DETAILS]]
+    return details
+
+
+def _validation_error(data: dict[str, Any]) -> Response:
+    details = _validation_details(data)
+    message = "The request is invalid; see details"
+    if len(details) > MAX_DETAILS:
+        message += f" (the first {MAX_DETAILS} of {len(details)} fields)"
+    return error_response(400, "invalid_request", message, details=_bounded(details))
+
+
 def handle_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
     data = getattr(error, "data", None)
     if status in (400, 422) and data:
-        return error_response(
-            400,
-            "invalid_request",
-            "The request is invalid; see details",
-            details=_validation_details(data),
-        )
+        return _validation_error(data)
     code = _CODES.get(status) or ("invalid_request" if status < 500 else "internal_error")
     message = _MESSAGES.get(status) or error.description or code
     # Keep what the protocol needs (Allow on 405, for instance), drop the HTML content type.

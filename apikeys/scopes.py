@@ -29,8 +29,10 @@ def normalize(requested: Iterable[str]) -> tuple[str, ...]:
     requested = list(requested)
     unknown = sorted({scope for scope in requested if scope not in _ORDER})
     if unknown:
-        # Quoted, so that an empty or blank entry still shows.
-        raise InvalidScope(f"Unrecognized scopes: {', '.join(map(repr, unknown))}")
+        # Quoted, so that an empty or blank entry still shows; cut short, so that the
+        # answer stays small whatever the request holds.
+        shown = (repr(scope[:64]) + ("..." if len(scope) > 64 else "") for scope in unknown)
+        raise InvalidScope(f"Unrecognized scopes: {', '.join(shown)}")
     return tuple(sorted(set(requested), key=_ORDER.__getitem__))
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from marshmallow import ValidationError
+
 from apikeys import crypto, scopes
 from apikeys.config import ConfigError
 from apikeys.db import database
 from apikeys.errors import KeyNotFound, NameTaken, OrganizationNotFound
 from apikeys.models import ApiKey, IssuedKey, Organization
+from schemas.fields import clean_name
 
 
 def create_organization(name: str) -> Organization:
@@ -66,6 +69,12 @@ def bootstrap(secret: str, organization_name: str) -> None:
             "APIKEYS_BOOTSTRAP_KEY is not a valid key; "
             "unset it and make one with `flask --app app keys generate`"
         )
+    try:
+        organization_name = clean_name(organization_name)
+    except ValidationError as error:
+        raise ConfigError(
+            f"APIKEYS_BOOTSTRAP_ORG is not a valid name: {' '.join(error.messages)}"
+        ) from None
     seeded = ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret))
     with database.connection_context(), database.atomic():
         if seeded.exists():

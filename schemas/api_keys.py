@@ -2,7 +2,17 @@
 
 from marshmallow import Schema, fields, validate
 
-from schemas.fields import Label, StrictInteger, Timestamp
+from apikeys.scopes import SCOPES
+from schemas.fields import MAX_NAME_LENGTH, BoundedList, Label, StrictInteger, Timestamp
+
+#: Room for every scope, repeated: duplicates are collapsed, so a list a little longer than
+#: the catalogue is legitimate; a longer one is refused before its entries are read.
+MAX_SCOPES = 64
+
+
+def scope() -> fields.String:
+    """A scope name; the document lists the catalogue as its enum."""
+    return fields.String(metadata={"enum": list(SCOPES)})
 
 
 class ApiKeySchema(Schema):
@@ -13,7 +23,7 @@ class ApiKeySchema(Schema):
     key_hint = fields.String(
         metadata={"description": "Not secret: the key's prefix and its last four characters."}
     )
-    scopes = fields.List(fields.String())
+    scopes = fields.List(scope())
     created_at = Timestamp()
     last_used_at = Timestamp(
         allow_none=True, metadata={"description": "null if the key has never been used."}
@@ -31,17 +41,23 @@ class ApiKeyListSchema(Schema):
 class ApiKeyCreateSchema(Schema):
     name = Label(
         required=True,
-        validate=validate.Length(min=1, max=128),
+        validate=validate.Length(min=1, max=MAX_NAME_LENGTH),
         metadata={
             "description": "Unique among your organization's keys.",
             "example": "CI Pipeline",
         },
     )
-    scopes = fields.List(
-        fields.String(),
+    scopes = BoundedList(
+        # The enum is for the document only (clients and fuzzers build valid bodies from
+        # it): an unknown scope is the domain's 400 invalid_scope, not a validation error.
+        scope(),
+        max_items=MAX_SCOPES,
         required=True,
         validate=validate.Length(min=1),
-        metadata={"example": ["read:charge_points"]},
+        metadata={
+            "description": "Duplicates are collapsed. An unknown scope is 400 invalid_scope.",
+            "example": ["read:charge_points"],
+        },
     )
     expires_in_days = StrictInteger(
         allow_none=True,
@@ -57,6 +73,6 @@ class ApiKeyCreatedSchema(Schema):
     id = fields.String()
     name = fields.String()
     key = fields.String(metadata={"description": "The secret. Shown only here: save it now."})
-    scopes = fields.List(fields.String())
+    scopes = fields.List(scope())
     created_at = Timestamp()
     expires_at = Timestamp(allow_none=True)

@@ -171,3 +171,27 @@ def test_concurrent_starts_seed_exactly_one_key(database_url, secret, monkeypatc
     assert seeded.scopes == scopes.SCOPES
     assert ApiKey.select().count() == 1
     assert Organization.select().count() == 1
+
+
+@pytest.mark.parametrize("name", ["   ", "\u3164", "\u200d", "\u2800", "acme\u2028", "x" * 129])
+def test_an_invalid_bootstrap_organization_name_stops_the_app_at_start(
+    settings, monkeypatch, secret, name
+):
+    # The API's rules for names: PostgreSQL refused 129 characters with a traceback, and a
+    # blank name was stored.
+    monkeypatch.setenv("APIKEYS_BOOTSTRAP_KEY", secret)
+    monkeypatch.setenv("APIKEYS_BOOTSTRAP_ORG", name)
+
+    with pytest.raises(ConfigError, match="APIKEYS_BOOTSTRAP_ORG is not a valid name"):
+        create_app(settings)
+    assert ApiKey.select().count() == 0
+    assert Organization.select().count() == 0
+
+
+def test_the_bootstrap_organization_name_is_trimmed(start, secret, monkeypatch):
+    monkeypatch.setenv("APIKEYS_BOOTSTRAP_ORG", "  fleet ops\t")
+
+    start()
+
+    [seeded] = _seeded(secret)
+    assert seeded.organization.name == "fleet ops"

@@ -319,3 +319,57 @@ def test_a_revoked_keys_name_can_be_reused(cli, make_key):
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["id"] != old.id
+
+
+BLANK_OR_BROKEN = ["\u200d", "\u200c\u200d", "\u3164", "\u2800", "\ufe0f", "CI\u2028", "\u2029CI"]
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize("name", BLANK_OR_BROKEN)
+def test_names_follow_the_apis_rules(cli, org, name):
+    assert_clean_failure(cli("orgs", "create", name), "NAME")
+    assert_clean_failure(cli("keys", "create", *VALID[:2], "--name", name, *VALID[4:]), "--name")
+    assert Organization.select().count() == 1
+    assert ApiKey.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+    ],
+)
+def test_emoji_and_persian_names_are_kept(cli, org, name):
+    assert json.loads(cli("orgs", "create", name).stdout)["name"] == name
+    created = cli("keys", "create", *VALID[:2], "--name", name, *VALID[4:])
+    assert json.loads(created.stdout)["name"] == name
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("keys", "list", "--org", "acme\x00"), "--org"),
+        (("keys", "revoke", "key_\x00"), "KEY_ID"),
+        (("keys", "create", "--org", "\x00", "--name", "x", "--scope", "read:billing"), "--org"),
+        (("orgs", "create", "a\x00b"), "NAME"),
+    ],
+)
+def test_a_nul_fails_cleanly(cli, org, args, message):
+    assert_clean_failure(cli(*args), message)
+
+
+@pytest.mark.both_databases
+def test_bytes_that_are_not_utf8_fail_cleanly_in_real_processes(app, database_url):
+    # The shell hands Python such bytes as lone surrogates, which no database driver takes.
+    commands = [
+        ("keys", "list", "--org", "\udcff"),
+        ("keys", "revoke", "key_\udcff"),
+        ("keys", "create", "--org", "\udcff", "--name", "x", "--scope", "read:billing"),
+        ("keys", "create", "--org", "acme", "--name", "\udcc3", "--scope", "read:billing"),
+        ("orgs", "create", "caf\udce9"),
+    ]
+    for result in flask(database_url, *commands):
+        assert_clean_failure(result, "not valid UTF-8")
+    assert ApiKey.select().count() == Organization.select().count() == 0

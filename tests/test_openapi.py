@@ -2,6 +2,7 @@
 
 import pytest
 
+from apikeys import scopes
 from tests.conftest import bearer
 
 URL = "/api/v1/org/api-keys"
@@ -208,3 +209,14 @@ def test_interactive_docs_answer(client):
     page = response.get_data(as_text=True)
     assert "swagger-ui" in page
     assert "openapi.json" in page
+
+
+def test_scopes_are_documented_as_an_enum_with_a_maximum(doc):
+    # Generated clients and fuzzers build valid bodies from the enum; at run time an
+    # unknown scope is still 400 invalid_scope (tests/test_api_keys.py).
+    body = doc["paths"][URL]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    requested = resolve(doc, body)["properties"]["scopes"]
+    assert requested["items"]["enum"] == list(scopes.SCOPES)
+    assert (requested["minItems"], requested["maxItems"]) == (1, 64)
+    listed = documented(doc, "get", ONE)["200"]["content"]["application/json"]["schema"]
+    assert resolve(doc, listed)["properties"]["scopes"]["items"]["enum"] == list(scopes.SCOPES)
