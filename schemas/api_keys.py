@@ -2,6 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
+from apikeys.scopes import SCOPES
 from schemas.fields import Label, StrictInteger, Timestamp
 
 
@@ -33,12 +34,17 @@ class ApiKeyCreateSchema(Schema):
         required=True,
         validate=validate.Length(min=1, max=128),
         metadata={
-            "description": "Unique among your organization's keys.",
+            "description": "Unique among your organization's live keys. Trimmed; not blank; "
+            "no control or invisible format characters (the zero-width joiner and "
+            "non-joiner excepted).",
+            # Named, since no pattern says it plainly; the contract test generates it.
+            "format": "label",
             "example": "CI Pipeline",
         },
     )
     scopes = fields.List(
-        fields.String(),
+        # Documented, not validated here: an unknown scope is 400 invalid_scope, named.
+        fields.String(metadata={"enum": list(SCOPES)}),
         required=True,
         validate=validate.Length(min=1),
         metadata={"example": ["read:charge_points"]},
