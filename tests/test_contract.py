@@ -1,0 +1,161 @@
+"""Contract fuzzing: schemathesis drives the service from its own OpenAPI document.
+
+Every answer must agree with the document (status, content type, headers, body) and none
+may be a server error, for requests built from the document (positive) and requests it
+forbids (negative), and along the document's links: create, get, use, revoke, get again.
+``FUZZ_EXAMPLES`` raises the budget for a release run (``make fuzz``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky, Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import positive_data_acceptance
+from schemathesis.core.failures import FailureGroup
+
+#: Examples per operation and mode, and scenarios for the links: a CI budget by default.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 25)
+TARGET_HEADERS = (
+    "X-Required-Scope",
+    "X-Original-Method",
+    "X-Original-URI",
+    "X-Forwarded-Method",
+    "X-Forwarded-Uri",
+)
+
+
+#: The document's `label` format (a key's name), as its description states it.
+LABEL = st.text(
+    st.characters(exclude_categories=("Cc", "Cf", "Cs"), include_characters="\u200c\u200d"),
+    min_size=1,
+    max_size=128,
+).filter(str.strip)
+schemathesis.openapi.format("label", LABEL)
+
+
+@pytest.fixture
+def unlimited(settings):
+    """Limits far above what the fuzzer sends: 429 is proved in test_ratelimit."""
+    settings["RATE_LIMIT_PER_KEY"] = "1000000/minute"
+    settings["RATE_LIMIT_FAILED_AUTH"] = "1000000/minute"
+    return settings
+
+
+@pytest.fixture
+def api_schema(unlimited, app, admin):
+    """The document the app serves, authenticated as a key with every scope."""
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+
+    @schema.auth(refresh_interval=None)
+    class Admin:
+        def get(self, case, ctx):
+            return admin.key
+
+        def set(self, case, key, ctx):
+            # A link that presents a new key (X-API-Key) must not carry the admin's too:
+            # two different keys on one request are refused.
+            if "X-API-Key" not in case.headers:
+                case.headers["Authorization"] = f"Bearer {key}"
+
+    return schema
+
+
+def status_documented(ctx, response, case) -> None:
+    """Every status but a server error is listed for its operation, not left to `default`."""
+    documented = case.operation.definition.raw["responses"]
+    status = response.status_code
+    assert status >= 500 or str(status) in documented, (
+        f"{status} is not documented for {case.operation.label}"
+    )
+
+
+def refused_for_a_stated_reason(ctx, response, case) -> None:
+    """A request the document allows is refused only for what a schema cannot say:
+    a name already taken, or a check told nothing (or half a method/URI pair) to check."""
+    if not case.meta.generation.mode.is_positive or response.status_code != 400:
+        return
+    code = response.json()["error"]["code"] if response.content else "invalid_request"
+    if case.operation.path == "/api/v1/org/api-keys":
+        assert code == "name_taken", response.text
+    elif case.operation.path == "/api/v1/auth/check":
+        assert code == "invalid_request", response.text
+    else:
+        raise AssertionError(f"valid request refused: {response.text}")
+
+
+CHECKS = {
+    "additional_checks": [status_documented, refused_for_a_stated_reason],
+    "excluded_checks": [positive_data_acceptance],
+}
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_every_operation_answers_as_documented(api_schema, mode):
+    failures = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy(mode))
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+        def fuzz(case):
+            case.call_and_validate(**CHECKS)
+
+        try:
+            fuzz()
+        except Unsatisfiable:
+            pass  # nothing in this operation can be made invalid: no negative case
+        except FailureGroup as error:
+            failures.append(f"{operation.label}: {error}")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_links_create_get_use_revoke_and_get_again(api_schema):
+    """Scenarios along the document's links; among them, a key is created, presented to
+    the check, revoked, and then not found."""
+    seen = set()
+    scenarios = []
+
+    class Scenarios(api_schema.as_state_machine()):
+        def validate_response(self, response, case, **kwargs):
+            seen.add((case.method, case.path, response.status_code, "X-API-Key" in case.headers))
+            case.validate_response(
+                response, transport_kwargs=kwargs or None, recorder=self.recorder, **CHECKS
+            )
+
+        def teardown(self):
+            scenarios.append(self)
+            super().teardown()
+
+    for _ in range(20):
+        try:
+            Scenarios.run(settings=stateful_settings(EXAMPLES - len(scenarios)))
+        except Flaky:
+            # Which links a scenario may follow is learned from the answers, so Hypothesis
+            # sees a run draw differently; schemathesis' own runner starts a new suite too.
+            continue
+        break
+    assert len(scenarios) >= EXAMPLES
+    assert {
+        ("POST", "/api/v1/org/api-keys", 201, False),
+        ("GET", "/api/v1/auth/check", 200, True),
+        ("DELETE", "/api/v1/org/api-keys/{key_id}", 204, False),
+        ("GET", "/api/v1/org/api-keys/{key_id}", 404, False),
+    } <= seen, sorted(seen)
+
+
+def stateful_settings(scenarios: int) -> settings:
+    return settings(
+        max_examples=max(scenarios, 1),
+        # The service keeps its state between scenarios: a replay or a shrink would not meet
+        # the same world, so only generation runs (as in schemathesis' own runner).
+        phases=[Phase.generate],
+        stateful_step_count=10,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
