@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky, Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
+from schemathesis.core import NOT_SET
 from schemathesis.core.failures import FailureGroup
+
+from tests.conftest import bearer
 
 #: Examples per operation and mode, and scenarios for the links: a CI budget by default.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 25)
@@ -159,3 +162,55 @@ def stateful_settings(scenarios: int) -> settings:
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
+
+
+# Answers the fuzzer does not reach with its key and its limits, held to the document too.
+
+KEY_OPERATIONS = [
+    ("/api/v1/org/api-keys", "GET"),
+    ("/api/v1/org/api-keys", "POST"),
+    ("/api/v1/org/api-keys/{key_id}", "GET"),
+    ("/api/v1/org/api-keys/{key_id}", "DELETE"),
+    ("/api/v1/auth/check", "GET"),
+]
+
+
+@pytest.fixture
+def document(app):
+    return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+
+
+def send(document, path, method, **kwargs):
+    """The request as a schemathesis case, so that its answer meets every check."""
+    case = document[path][method].Case(
+        path_parameters={"key_id": "key_unknown"} if "{key_id}" in path else None,
+        headers={"X-Required-Scope": "read:billing", **kwargs.pop("headers", {})},
+        **kwargs,
+    )
+    response = case.call()
+    case.validate_response(response, additional_checks=[status_documented])
+    return response
+
+
+@pytest.mark.parametrize(("path", "method"), KEY_OPERATIONS)
+def test_refused_without_a_key_as_documented(document, path, method):
+    assert send(document, path, method).status_code == 401
+
+
+@pytest.fixture
+def one_per_minute(settings):
+    settings["RATE_LIMIT_PER_KEY"] = "1/minute"
+
+
+@pytest.mark.parametrize(("path", "method"), KEY_OPERATIONS)
+def test_rate_limited_as_documented(one_per_minute, document, make_key, path, method):
+    headers = {"X-API-Key": make_key().key}
+    body = {"name": "n", "scopes": ["read:billing"]} if method == "POST" else NOT_SET
+    send(document, path, method, headers=headers, body=body)
+    assert send(document, path, method, headers=headers, body=body).status_code == 429
+
+
+def test_too_large_as_documented(document, admin):
+    body = {"name": "x" * 70_000, "scopes": ["read:billing"]}
+    response = send(document, "/api/v1/org/api-keys", "POST", headers=bearer(admin.key), body=body)
+    assert response.status_code == 413
