@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench fuzz
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,9 @@ lint: $(BIN)/.installed
 
 test: lint
 	$(BIN)/pytest
+
+# A release's longer contract fuzzing and model runs: examples per operation and mode,
+# scenarios along the links, and state-machine runs (CI's test run uses 25, 25 and 50).
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(BIN)/.installed
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_contract.py tests/test_model.py

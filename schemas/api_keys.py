@@ -43,7 +43,12 @@ class ApiKeyCreateSchema(Schema):
         required=True,
         validate=validate.Length(min=1, max=MAX_NAME_LENGTH),
         metadata={
-            "description": "Unique among your organization's keys.",
+            "description": "Unique among your organization's live keys. Trimmed; at least "
+            "one visible letter, digit, punctuation mark or symbol; no control, invisible "
+            "format or line-separator characters (the zero-width joiner and non-joiner "
+            "excepted).",
+            # Named, since no pattern says it plainly; the contract test generates it.
+            "format": "label",
             "example": "CI Pipeline",
         },
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -87,14 +87,50 @@ def documented(*decorators: Callable) -> Callable:
     return decorator
 
 
+def _header(description: str, kind: str = "string") -> dict:
+    return {"schema": {"type": kind}, "description": description, "required": True}
+
+
+#: What a limited response carries, and what a refused one adds; documented as required,
+#: so that the contract fuzzer holds the service to them.
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": _header("The key's (or address's) budget per window.", "integer"),
+    "RateLimit-Remaining": _header("What is left of it.", "integer"),
+    "RateLimit-Reset": _header("Seconds until the window rolls over.", "integer"),
+}
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": _header('Bearer realm="api"')},
+    429: {**RATE_LIMIT_HEADERS, "Retry-After": _header("Seconds to wait.", "integer")},
+}
+
+
+def error_responses(
+    blp: Blueprint,
+    *errors: int,
+    descriptions: Mapping[int, str] | None = None,
+    headers: Mapping[str, Any] | None = None,
+) -> list[Callable]:
+    """flask-smorest decorators documenting each error status, in the error shape, with
+    the status's own headers and ``headers`` common to them all."""
+    descriptions = descriptions or {}
+    return [
+        blp.alt_response(
+            status,
+            schema=ErrorSchema,
+            description=descriptions.get(status, HTTPStatus(status).phrase),
+            headers={**ERROR_HEADERS.get(status, {}), **(headers or {})} or None,
+        )
+        for status in sorted(errors)
+    ]
+
+
 def protected(blp: Blueprint, scope: str, *errors: int) -> Callable:
     """Require ``scope``, and document the security and every error the view can answer."""
 
     def decorator(view: Callable) -> Callable:
         view = requires(scope)(view)
-        for status in sorted({401, 403, 429, *errors}):
-            description = HTTPStatus(status).phrase
-            view = blp.alt_response(status, schema=ErrorSchema, description=description)(view)
+        for document in error_responses(blp, 401, 403, 429, *errors):
+            view = document(view)
         return blp.doc(security=SECURITY)(view)
 
     return decorator

@@ -21,9 +21,35 @@ blp = Blueprint(
 )
 
 
+#: OpenAPI links: what a client does next with a key it created or revoked. They are the
+#: paths the contract fuzzer follows (create, get, use, revoke, get again).
+_BY_ID = {"key_id": "$response.body#/id"}
+CREATED_LINKS = {
+    "GetKeyById": {"operationId": "getApiKey", "parameters": _BY_ID},
+    "RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID},
+    "CheckWithKey": {
+        "operationRef": "#/paths/~1api~1v1~1auth~1check/get",
+        "description": "Present the new key to the check, for one of its scopes.",
+        "parameters": {
+            "header.X-API-Key": "$response.body#/key",
+            "header.X-Required-Scope": "$response.body#/scopes/0",
+        },
+    },
+}
+FOUND_LINKS = {"RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID}}
+REVOKED_LINKS = {
+    "GetRevokedKey": {
+        "operationId": "getApiKey",
+        "description": "A revoked key is gone: 404.",
+        "parameters": {"key_id": "$request.path.key_id"},
+    }
+}
+
+
 @blp.route("")
 class ApiKeys(MethodView):
     @protected(blp, READ_API_KEYS)
+    @blp.doc(operationId="listApiKeys")
     @blp.response(200, ApiKeyListSchema)
     def get(self):
         """List your organization's keys, newest first (revoked keys are left out)"""
@@ -31,6 +57,7 @@ class ApiKeys(MethodView):
         return {"data": keys, "total": len(keys)}
 
     @protected(blp, WRITE_API_KEYS, 400, 413)
+    @blp.doc(operationId="createApiKey", responses={201: {"links": CREATED_LINKS}})
     @blp.arguments(ApiKeyCreateSchema, error_status_code=400)
     @blp.response(
         201, ApiKeyCreatedSchema, headers={"Cache-Control": {"schema": {"type": "string"}}}
@@ -47,12 +74,14 @@ class ApiKeys(MethodView):
 @blp.route("/<key_id>")
 class ApiKeyById(MethodView):
     @protected(blp, READ_API_KEYS, 404)
+    @blp.doc(operationId="getApiKey", responses={200: {"links": FOUND_LINKS}})
     @blp.response(200, ApiKeySchema)
     def get(self, key_id):
         """Get one of your organization's keys"""
         return service.get_key(principal().org_id, key_id)
 
     @protected(blp, WRITE_API_KEYS, 404)
+    @blp.doc(operationId="revokeApiKey", responses={204: {"links": REVOKED_LINKS}})
     @blp.response(204)
     def delete(self, key_id):
         """Revoke a key, for good; the next request that presents it fails"""

@@ -22,19 +22,17 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from http import HTTPStatus
 
 from flask import Response, current_app, request
 
 from apikeys.auth import SECURITY, authenticated, authorize, header
 from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
-from apikeys.routes import Blueprint, documented
+from apikeys.routes import Blueprint, documented, error_responses
 from apikeys.scopes import SCOPES, normalize
 from apikeys.serving import REPEATED_HEADERS
 from apikeys.verification import Principal
 from schemas.check import CheckSchema
-from schemas.errors import ErrorSchema
 
 blp = Blueprint(
     "check",
@@ -52,14 +50,19 @@ ROUTE_HEADERS = (
 CHECKED_HEADERS = ("Authorization", "X-API-Key", "X-Required-Scope") + tuple(
     name for pair in ROUTE_HEADERS for name in pair
 )
+_TEXT = {"type": "string"}
 _HEADER_DOCS = [
-    {"in": "header", "name": name, "schema": {"type": "string"}, "description": description}
-    for name, description in (
-        ("X-Required-Scope", "The scope the request needs, such as read:billing."),
-        ("X-Original-Method", "nginx: the request's method, for the route policy."),
-        ("X-Original-URI", "nginx: the request's URI ($request_uri), for the route policy."),
-        ("X-Forwarded-Method", "Traefik: the request's method, for the route policy."),
-        ("X-Forwarded-Uri", "Traefik: the request's URI, for the route policy."),
+    {"in": "header", "name": name, "schema": schema, "description": description}
+    for name, schema, description in (
+        (
+            "X-Required-Scope",
+            {"type": "string", "enum": list(SCOPES)},
+            "The scope the request needs, such as read:billing.",
+        ),
+        ("X-Original-Method", _TEXT, "nginx: the request's method, for the route policy."),
+        ("X-Original-URI", _TEXT, "nginx: the request's URI ($request_uri), for the route policy."),
+        ("X-Forwarded-Method", _TEXT, "Traefik: the request's method, for the route policy."),
+        ("X-Forwarded-Uri", _TEXT, "Traefik: the request's URI, for the route policy."),
     )
 ]
 _ANSWER_HEADERS = {
@@ -132,16 +135,17 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
 @documented(
     blp.doc(security=SECURITY, parameters=_HEADER_DOCS),
     blp.response(200, CheckSchema, headers=_ANSWER_HEADERS),
-    *(
-        blp.alt_response(
-            status, schema=ErrorSchema, description=description, headers=_ERROR_HEADERS
-        )
-        for status, description in (
-            (400, "No target, an unknown scope, or a header sent twice"),
-            (401, HTTPStatus(401).phrase),
-            (403, "Lacks the scope, or an unknown route"),
-            (429, HTTPStatus(429).phrase),
-        )
+    *error_responses(
+        blp,
+        400,
+        401,
+        403,
+        429,
+        descriptions={
+            400: "No target, an unknown scope, or a header sent twice",
+            403: "Lacks the scope, or an unknown route",
+        },
+        headers=_ERROR_HEADERS,
     ),
 )
 def check():

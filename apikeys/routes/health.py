@@ -6,13 +6,15 @@ from flask_smorest import Blueprint
 
 from apikeys import db, metrics
 from apikeys.errors import ServiceUnavailable
+from schemas.errors import ErrorSchema
+from schemas.health import StatusSchema
 
 blp = Blueprint("health", __name__, description="Process health.")
 
 
 @blp.route("/healthz")
 class Health(MethodView):
-    @blp.response(200)
+    @blp.response(200, StatusSchema)
     def get(self):
         """The process is up"""
         return {"status": "ok"}
@@ -20,8 +22,8 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
-    @blp.response(200)
-    @blp.alt_response(503, description="The database or Redis does not answer")
+    @blp.response(200, StatusSchema)
+    @blp.alt_response(503, schema=ErrorSchema, description="The database or Redis does not answer")
     def get(self):
         """The database and the rate-limit storage both answer"""
         checks = {
@@ -37,7 +39,8 @@ class Ready(MethodView):
 
 @blp.route("/metrics")
 class Metrics(MethodView):
-    @blp.response(200, content_type="text/plain")
+    @blp.doc(responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    @blp.response(200)
     def get(self):
         """Prometheus metrics"""
         return metrics.exposition(current_app)
