@@ -5,10 +5,11 @@ people; ``LOG_LEVEL`` (INFO) is the least severe level written. Each request is 
 id, its ``X-Request-ID`` when it carries a well-formed one, and the id is sent back on
 every response.
 
-No secret is ever written: headers, bodies and query strings are not logged, and any
-logged value a client chose (path, method, request id, forwarded address) that contains
-the keys' prefix is masked. Every key of the service, whole, cut short or mistyped,
-starts with that prefix: it is what the prefix is for.
+No secret is ever written: the request line has no headers, body or query string, and
+every line, whatever wrote it (a path, a method, peewee's queries at DEBUG, a traceback),
+is written with anything that starts with the keys' prefix masked. Every key of the
+service, whole, cut short or mistyped, starts with that prefix: it is what the prefix is
+for.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 log = logging.getLogger("apikeys.request")
 
 _WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-_KEY_PREFIX = re.compile(re.escape(PREFIX), re.IGNORECASE)
+#: A key, or what is left of one: the prefix and the base62 characters after it.
+_KEY = re.compile(re.escape(PREFIX) + "[A-Za-z0-9]*", re.IGNORECASE)
+_FOLDED_PREFIX = PREFIX.lower()
 MASK = "[redacted]"
 #: The request line's fields besides the method, path and status of its message.
 _CONTEXT = ("request_id", "duration_ms", "remote_addr", "key_id", "org_id")
@@ -79,6 +82,9 @@ class _Stderr(logging.StreamHandler):
     def stream(self):
         return sys.stderr
 
+    def format(self, record: logging.LogRecord) -> str:
+        return masked(super().format(record))
+
 
 def _with_request_id(record: logging.LogRecord) -> bool:
     """Give a line written during a request (a warning, an error) that request's id."""
@@ -102,10 +108,11 @@ def configure(log_format: str, level: str) -> None:
 
 
 def masked(text: str) -> str:
-    """``text`` with each ``/``-separated part that contains the keys' prefix masked."""
-    if _KEY_PREFIX.search(text) is None:
+    """``text`` with every key in it, or part of one, masked."""
+    # The plain test first: a case-blind regex takes five times as long on a clean line.
+    if _FOLDED_PREFIX not in text.lower():
         return text
-    return "/".join(MASK if _KEY_PREFIX.search(part) else part for part in text.split("/"))
+    return _KEY.sub(MASK, text)
 
 
 def request_id() -> str:
@@ -117,7 +124,11 @@ def _begin() -> None:
     g.request_started = time.perf_counter()
     presented = header(request.environ, REQUEST_ID_HEADER)
     # A key in X-Request-ID would reach the log; such an id is replaced, not masked.
-    if presented and _WELL_FORMED_ID.fullmatch(presented) and not _KEY_PREFIX.search(presented):
+    if (
+        presented
+        and _WELL_FORMED_ID.fullmatch(presented)
+        and _FOLDED_PREFIX not in presented.lower()
+    ):
         g.request_id = presented
     else:
         g.request_id = secrets.token_hex(16)
@@ -128,14 +139,14 @@ def _finish(response: Response) -> Response:
     hook is the app's first, so it runs after every other after-request hook."""
     response.headers[REQUEST_ID_HEADER] = g.request_id
     if log.isEnabledFor(logging.INFO):
-        method, path = masked(request.method), masked(request.path)
+        method, path = request.method, request.path
         fields = {
             "request_id": g.request_id,
             "method": method,
             "path": path,
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 3),
-            "remote_addr": masked(request.remote_addr or ""),
+            "remote_addr": request.remote_addr,
         }
         principal = g.get("principal")
         if principal:

@@ -231,9 +231,9 @@ def test_log_settings_from_the_environment():
         ("/api/v1/auth/check", "/api/v1/auth/check"),
         ("/api/v1/org/api-keys/evk_abc/x", "/api/v1/org/api-keys/[redacted]/x"),
         ("/EVK_ABC", "/[redacted]"),
-        ("/a-evk_b/evk_c", "/[redacted]/[redacted]"),
+        ("/a-evk_b/evk_c?d", "/a-[redacted]/[redacted]?d"),
+        ('{"path": "evk_x1", "b": "evk_"}', '{"path": "[redacted]", "b": "[redacted]"}'),
         ("GET", "GET"),
-        ("evk_x", "[redacted]"),
     ],
 )
 def test_masked(text, shown):
