@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +10,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import config as settings
-from apikeys import db, errors, metrics, policy, ratelimit, service
+from apikeys import db, errors, logs, metrics, policy, ratelimit, service
 from apikeys.auth import SECURITY_SCHEMES
 from schemas.errors import ErrorSchema
 
@@ -45,7 +44,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     policy_file = app.config["APIKEYS_POLICY_FILE"]
     app.extensions["apikeys.policy"] = policy.load(policy_file) if policy_file else policy.DEFAULT
     app.json.sort_keys = False
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # First: the migrations' lines are logged, and its request hooks must come first.
+    logs.init_app(app)
 
     db.init(
         app.config["DATABASE_URL"],

@@ -9,6 +9,9 @@ from typing import Any
 import click
 from limits import parse_many
 
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class ConfigError(click.ClickException):
     """A setting has a value the service cannot start with.
@@ -47,6 +50,9 @@ def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "APIKEYS_POLICY_FILE": env.get("APIKEYS_POLICY_FILE") or None,
         # Request bodies are a name, a few scopes and a number: 64 KiB is generous.
         "MAX_CONTENT_LENGTH": 64 * 1024,
+        # One line per request and every other log line: "json" (one object per line) or "text".
+        "LOG_FORMAT": (env.get("LOG_FORMAT") or "json").strip().lower(),
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").strip().upper(),
     }
 
 
@@ -67,3 +73,6 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ConfigError("APIKEYS_TRUSTED_PROXIES must not be negative")
     if config["LAST_USED_INTERVAL_SECONDS"] < 0:
         raise ConfigError("LAST_USED_INTERVAL_SECONDS must not be negative")
+    for name, choices in (("LOG_FORMAT", LOG_FORMATS), ("LOG_LEVEL", LOG_LEVELS)):
+        if str(config[name]).lower() not in (choice.lower() for choice in choices):
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {config[name]!r}")

@@ -1,0 +1,142 @@
+"""The production server's log: keys sent everywhere a client can put them, none written."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from apikeys.crypto import generate_secret
+from tests.servers import production
+
+REQUIRED = {"time", "level", "request_id", "method", "path", "status", "duration_ms"}
+CHECK = "/api/v1/auth/check"
+KEYS = "/api/v1/org/api-keys"
+
+
+def created(server, admin: str, name: str) -> dict:
+    reply = server.request(
+        "POST",
+        KEYS,
+        {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+        json.dumps({"name": name, "scopes": ["read:charge_points"]}).encode(),
+    )
+    assert reply.status == 201, reply.body
+    return json.loads(reply.body)
+
+
+def placements(secret: str, admin: str) -> list[tuple[str, str, dict[str, str], bytes]]:
+    """Every place a client can put ``secret``: (method, path, headers, body)."""
+    target = {"X-Required-Scope": "read:charge_points"}
+    body = json.dumps({"name": secret, "scopes": [secret], "key": secret}).encode()
+    as_admin = {"Authorization": f"Bearer {admin}"}
+    return [
+        ("GET", CHECK, {"Authorization": f"Bearer {secret}", **target}, b""),
+        ("GET", CHECK, {"X-API-Key": secret, **target}, b""),
+        ("GET", CHECK, {"Authorization": f"Basic {secret}", **target}, b""),
+        ("GET", KEYS, {"Authorization": f"Bearer {secret}"}, b""),
+        ("GET", f"{CHECK}?api_key={secret}&key={secret}", target, b""),
+        ("POST", KEYS, {**as_admin, "Content-Type": "application/json"}, body),
+        ("POST", KEYS, {"X-API-Key": secret, "Content-Type": "application/json"}, body),
+        ("GET", f"{KEYS}/{secret}", as_admin, b""),
+        ("DELETE", f"{KEYS}/{secret}", as_admin, b""),
+        ("GET", f"/{secret}", {}, b""),
+        ("GET", f"{CHECK}/{secret}?{secret}", {}, b""),
+        (
+            "GET",
+            CHECK,
+            {
+                **as_admin,
+                "X-Request-ID": secret,
+                "X-Forwarded-For": secret,
+                "X-Original-Method": "GET",
+                "X-Original-URI": f"/charge-points?key={secret}",
+                "X-Required-Scope": secret,
+                "Cookie": f"session={secret}",
+                "User-Agent": secret,
+                "Referer": f"https://example.test/?key={secret}",
+                "X-Custom-Token": secret,
+            },
+            b"",
+        ),
+        (secret, "/healthz", {}, b""),
+    ]
+
+
+def test_no_key_reaches_the_log_and_every_line_is_json(tmp_path):
+    admin = generate_secret()
+    database = tmp_path / "apikeys.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{database}",
+        "APIKEYS_BOOTSTRAP_KEY": admin,
+        # X-Forwarded-For is then believed: what a client writes there is what is logged.
+        "APIKEYS_TRUSTED_PROXIES": "1",
+        # Every library's lines too, peewee's queries included.
+        "LOG_LEVEL": "DEBUG",
+    }
+    with production(tmp_path, env) as server:
+        valid = created(server, admin, "valid")["key"]
+        revoked = created(server, admin, "revoked")
+        reply = server.request(
+            "DELETE", f"{KEYS}/{revoked['id']}", {"Authorization": f"Bearer {admin}"}
+        )
+        assert reply.status == 204
+        secrets = {
+            "the bootstrap key": admin,
+            "a valid key": valid,
+            "a revoked key": revoked["key"],
+            "an unknown well-formed key": generate_secret(),
+            "a key with a wrong checksum": valid[:-1] + ("A" if valid[-1] != "A" else "B"),
+            "a key cut short": valid[:20],
+            "a key with more after it": valid + "Zz9",
+        }
+        statuses = set()
+        for secret in secrets.values():
+            for method, path, headers, body in placements(secret, admin):
+                statuses.add(server.request(method, path, headers, body).status)
+
+        # An uncaught exception: the table the check reads is gone.
+        with sqlite3.connect(database) as connection:
+            connection.execute("ALTER TABLE api_key RENAME TO api_key_gone")
+        failed = [
+            server.request(
+                "GET",
+                f"{CHECK}?key={secret}",
+                {"Authorization": f"Bearer {secret}", "X-Request-ID": f"broken-{number}"},
+            )
+            for number, secret in enumerate([generate_secret(), generate_secret()])
+        ]
+        assert [reply.status for reply in failed] == [500, 500]
+        assert [reply.headers["X-Request-ID"] for reply in failed] == ["broken-0", "broken-1"]
+        log = wait_for(server, "broken-1")
+
+    assert {200, 400, 401, 403, 404, 405} <= statuses
+    for what, secret in secrets.items():
+        assert secret.lower() not in log.lower(), f"{what} was logged"
+
+    lines = log.splitlines()
+    # granian's own lines (serve.py's, about the server) are its format, not the service's.
+    ours = [line for line in lines if not line.startswith("[")]
+    parsed = [json.loads(line) for line in ours]
+    requests = [line for line in parsed if line.get("logger") == "apikeys.request"]
+    assert len(requests) >= 7 * 13
+    for line in requests:
+        assert REQUIRED <= set(line), line
+        assert "?" not in line["path"]
+    assert {"peewee.migrations", "peewee", "apikeys.errors"} <= {line["logger"] for line in parsed}
+    broken = [line for line in requests if line["request_id"].startswith("broken-")]
+    assert [line["status"] for line in broken] == [500, 500]
+    authenticated = [line for line in requests if line["status"] == 201]
+    assert authenticated and all(line["key_id"] and line["org_id"] for line in authenticated)
+
+
+def wait_for(server, request_id: str, timeout: float = 5.0) -> str:
+    """The log once it has the line of ``request_id`` (written as the response leaves)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = server.log()
+        lines = [line for line in log.splitlines() if line.startswith("{")]
+        if any(json.loads(line).get("request_id") == request_id for line in lines):
+            return log
+        assert time.monotonic() < deadline, f"no line for {request_id}:\n{log}"
+        time.sleep(0.05)
