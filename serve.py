@@ -15,6 +15,7 @@ docstring for the guarantees and their bounds.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 
@@ -22,7 +23,7 @@ from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 
-from apikeys import serving
+from apikeys import config, logs, policy, serving
 
 #: One process per core: every request is mostly Python, which one process runs on one core.
 WORKERS = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
@@ -64,7 +65,29 @@ def server(target: str = "app:create_app") -> Granian:
     )
 
 
+def check_settings() -> None:
+    """Stop on a setting the service cannot work with, once, before any worker starts:
+    in a worker it would only fail that worker, which granian would respawn forever."""
+    try:
+        settings = config.from_environment()
+        config.validate(settings)
+        if settings["APIKEYS_POLICY_FILE"]:
+            policy.load(settings["APIKEYS_POLICY_FILE"])
+    except config.ConfigError as error:
+        sys.exit(f"Error: {error.message}")
+    logs.configure(settings["LOG_FORMAT"], settings["LOG_LEVEL"])
+    if WORKERS > 1 and not settings["REDIS_URL"]:
+        logging.getLogger("serve").warning(
+            "%d workers without REDIS_URL: each worker counts rate limits on its own, so a "
+            "key may make up to %d times its limit; set REDIS_URL to share them",
+            WORKERS,
+            WORKERS,
+        )
+
+
 def serve(target: str = "app:create_app") -> None:
+    if target == "app:create_app":
+        check_settings()
     loader = functools.partial(serving.load, threads=APP_THREADS)
     server(target).serve(target_loader=loader)
 
