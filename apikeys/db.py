@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -216,15 +218,45 @@ def impatient(milliseconds: int) -> Iterator[None]:
             opened.execute_sql(f"PRAGMA busy_timeout = {patient}")
 
 
-def reachable() -> bool:
-    """Whether the database answers a query now (for readiness probes)."""
+#: Below this much free space where the SQLite file lives, the next insert may fail:
+#: not ready. (Rewriting a row can still succeed on a full disk, so the probe cannot tell.)
+READY_FREE_BYTES = 1024 * 1024
+#: The probe's bound on a lock wait: a write held up longer is what callers would see.
+READY_PATIENCE_MS = 1000
+_PROBE = "UPDATE readiness_probe SET checked_at = {0} WHERE id = 1"
+_FAULTS = (
+    ("read-only", ("readonly", "read-only")),
+    ("full", ("disk is full", "no space left", "could not extend")),
+    ("busy", ("locked", "lock timeout", "statement timeout")),
+)
+
+
+def readiness() -> str:
+    """``ok`` when the database answers a read and commits a write now; otherwise what is
+    wrong: ``down``, ``read-only``, ``full`` or ``busy`` (for readiness probes)."""
+    opened = database.obj
     try:
-        with database.connection_context():
-            database.execute_sql("SELECT 1")
-    except Exception:  # any failure means "not ready"; the probe reports, never raises
-        log.warning("database unreachable", exc_info=True)
-        return False
-    return True
+        with opened.connection_context() if isinstance(opened, PooledDatabase) else _nothing():
+            opened.execute_sql("SELECT 1 FROM readiness_probe").fetchone()
+            with impatient(READY_PATIENCE_MS):
+                opened.execute_sql(_PROBE.format(opened.param), (datetime.now(UTC),))
+    except Exception as error:  # any failure means "not ready"; the probe reports, never raises
+        discard_connection()
+        fault = str(error).lower()
+        status = next((name for name, signs in _FAULTS if any(s in fault for s in signs)), "down")
+        log.warning("database not ready (%s): %s", status, fault.partition("\n")[0])
+        return status
+    if not isinstance(opened, PooledDatabase):
+        free = shutil.disk_usage(Path(opened.database).parent).free
+        if free < READY_FREE_BYTES:
+            log.warning("database not ready: %d bytes free beside %s", free, opened.database)
+            return "full"
+    return "ok"
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _connect_at_start(patience: float = 10) -> None:

@@ -83,36 +83,42 @@ def verify(
     return Principal(key_id, org_id, frozenset(scopes.deserialize(stored_scopes)))
 
 
-class _Backoff:
-    """When writes of last use may be tried again; one warning per outage."""
+@dataclass(frozen=True, slots=True)
+class _Outage:
+    """Writes of last use to ``database`` failed; the next try is at ``resume_at``."""
 
-    resume_at = 0.0
-    failing = False
+    database: Database
+    resume_at: float
+
+
+_outage: _Outage | None = None
 
 
 def _record_use(key_id: str, now: datetime, interval: int) -> None:
     """Best effort: a database that cannot take the write (locked, full, read-only) must
     not fail or hold up the check, which has all it needs from the read. A later check
-    writes it once the back-off is over."""
-    if time.monotonic() < _Backoff.resume_at:
+    writes it once the back-off is over; one warning per outage."""
+    global _outage
+    opened, outage = database.obj, _outage
+    if outage and outage.database is opened and time.monotonic() < outage.resume_at:
         return
     try:
         with db.impatient(TOUCH_PATIENCE_MS):
             _touch(key_id, now, interval)
     except PeeweeException as error:
         db.discard_connection()  # it may be the handle that is read-only, not the file
-        _Backoff.resume_at = time.monotonic() + TOUCH_BACKOFF_SECONDS
-        if not _Backoff.failing:
-            _Backoff.failing = True
+        if outage is None or outage.database is not opened:
             log.warning(
                 "cannot record keys' last use (%s); checks go on without it, retrying every %g s",
                 str(error).partition("\n")[0],
                 TOUCH_BACKOFF_SECONDS,
             )
+        _outage = _Outage(opened, time.monotonic() + TOUCH_BACKOFF_SECONDS)
         return
-    if _Backoff.failing:
-        _Backoff.failing = False
-        log.info("recording keys' last use again")
+    if outage is not None:
+        _outage = None
+        if outage.database is opened:
+            log.info("recording keys' last use again")
 
 
 def _touch(key_id: str, now: datetime, interval: int) -> None:
