@@ -9,6 +9,9 @@ request, so a test can tell that every worker has answered.
 
 ``redis_server(tmp_path)`` starts a Redis of the test's own, which the test may stop or
 kill: never the shared one.
+
+``postgres_server()`` starts a PostgreSQL cluster of the test's own, which the test may
+stop, restart or pause: never the shared one.
 """
 
 from __future__ import annotations
@@ -16,16 +19,20 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -235,3 +242,85 @@ def redis_server(
             server.kill()
         server.wait()
         server.stdout.close()
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster of the test's own, run as the ``postgres`` user."""
+
+    data: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "postgres")]
+            + ["-D", str(self.data), "-p", str(self.port), "-k", str(self.data)]
+            + ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: paused and resumed as one
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not start")
+            time.sleep(0.1)
+
+    def answers(self) -> bool:
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """A fast shutdown: clients are disconnected, new ones refused."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGCONT)
+            # The postmaster itself (runuser, its parent, would not pass the signal on).
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def pause(self) -> None:
+        """Every process of the cluster stopped (SIGSTOP): its host still answers TCP."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """A fresh cluster on a free port, stopped and removed on exit."""
+    # Not under pytest's tmp_path: its parents are closed to the postgres user.
+    data = Path(tempfile.mkdtemp(prefix="apikeys-pg-"))
+    try:
+        shutil.chown(data, "postgres", "postgres")
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "initdb")]
+            + ["-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        cluster = Postgres(data, free_port())
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

@@ -1,0 +1,69 @@
+"""A PostgreSQL that stops: the production server answers 503, never 500, and comes back
+by itself when the database does. The cluster is the test's own, never the shared one."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from apikeys import crypto
+from tests.conftest import REDIS_URL, bearer
+from tests.servers import Reply, Server, postgres_server, production
+
+API = "/api/v1/org/api-keys"
+CHECK = "/api/v1/auth/check"
+DATABASE_TIMEOUT = 2
+
+
+def _requests(server: Server, secret: str, i: int) -> Reply:
+    """A check, a list or a create, in turn."""
+    if i % 3 == 0:
+        return server.request("GET", CHECK, bearer(secret) | {"X-Required-Scope": "read:api_keys"})
+    if i % 3 == 1:
+        return server.request("GET", API, bearer(secret))
+    body = json.dumps({"name": f"k{i}", "scopes": ["read:billing"]}).encode()
+    return server.request("POST", API, bearer(secret) | {"Content-Type": "application/json"}, body)
+
+
+def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recovers(tmp_path):
+    secret = crypto.generate_secret()
+    with postgres_server() as database:
+        env = {
+            "DATABASE_URL": database.url,
+            "REDIS_URL": REDIS_URL,
+            "APIKEYS_BOOTSTRAP_KEY": secret,
+            "DATABASE_TIMEOUT": str(DATABASE_TIMEOUT),
+        }
+        with production(tmp_path, env, workers=2) as server:
+            assert [_requests(server, secret, i).status for i in range(6)] == [200, 200, 201] * 2
+            database.stop()
+
+            replies, slowest, i = [], 0.0, 6
+            outage_ends = time.monotonic() + 4
+            while time.monotonic() < outage_ends:
+                started = time.monotonic()
+                replies.append(_requests(server, secret, i))
+                slowest, i = max(slowest, time.monotonic() - started), i + 1
+            ready = server.request("GET", "/readyz")
+
+            assert {reply.status for reply in replies} == {503}, [r.body for r in replies]
+            for reply in replies:
+                assert json.loads(reply.body)["error"]["code"] == "service_unavailable"
+                assert int(reply.headers["Retry-After"]) >= 1
+            assert slowest < DATABASE_TIMEOUT + 3
+            assert ready.status == 503
+            assert json.loads(ready.body)["error"]["details"]["database"] == "down"
+            assert server.request("GET", "/healthz").status == 200
+
+            database.start()
+            back = time.monotonic() + 10
+            statuses = []
+            while time.monotonic() < back:
+                statuses = [_requests(server, secret, i).status for i in range(i, i + 3)]
+                i += 3
+                if sorted(statuses) == [200, 200, 201]:
+                    break
+                time.sleep(0.2)
+            assert sorted(statuses) == [200, 200, 201]
+            assert server.request("GET", "/readyz").status == 200
+            assert secret not in server.log()
