@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from apikeys import db, scopes, service, verification
@@ -207,3 +208,57 @@ def test_a_database_timeout_out_of_range_stops_the_app_at_start(settings, monkey
     monkeypatch.setenv("DATABASE_TIMEOUT", value)
     with pytest.raises(ConfigError, match="DATABASE_TIMEOUT"):
         create_app(settings)
+
+
+@pytest.fixture
+def on_postgresql(settings, postgres_url):
+    return settings | {"DATABASE_URL": postgres_url, "DATABASE_TIMEOUT": 1}
+
+
+def test_postgresql_connections_carry_the_database_timeout(on_postgresql, postgres_url):
+    create_app(on_postgresql)
+    with db.database.connection_context():
+        shown = {
+            name: db.database.execute_sql(f"SHOW {name}").fetchone()[0]
+            for name in ("statement_timeout", "lock_timeout", "search_path")
+        }
+        parameters = db.database.connection().info.get_parameters()
+    # The URL's own options (the test's schema) are kept beside ours.
+    assert shown == {
+        "statement_timeout": "1s",
+        "lock_timeout": "1s",
+        "search_path": shown["search_path"],
+    }
+    assert shown["search_path"] in postgres_url
+    assert parameters["connect_timeout"] == "2"
+    assert parameters["keepalives"] == "1"
+
+
+@contextmanager
+def row_locked(postgres_url: str, key_id: str) -> Iterator[None]:
+    """Another connection holds the key's row lock until the block ends."""
+    with psycopg.connect(postgres_url) as other:
+        # Should the service wait without bound, the lock goes after 10 s: a failure, not a hang.
+        other.execute("SET idle_in_transaction_session_timeout = '10s'")
+        other.execute("SELECT 1 FROM api_key WHERE id = %s FOR UPDATE", (key_id,))
+        yield
+        other.rollback()
+
+
+def test_a_postgresql_row_lock_held_elsewhere_is_503_for_a_write_and_no_wait_for_a_check(
+    on_postgresql, postgres_url, short_backoff
+):
+    client = create_app(on_postgresql).test_client()
+    admin = _admin()
+    victim = service.create_key(admin.api_key.organization_id, "victim", ["read:api_keys"])
+    with row_locked(postgres_url, victim.id):
+        started = time.monotonic()
+        check = client.get(CHECK, headers=bearer(victim.key) | READ)
+        checked = time.monotonic() - started
+        revoke = client.delete(f"{API}/{victim.id}", headers=bearer(admin.key))
+        revoked = time.monotonic() - started - checked
+    assert check.status_code == 200
+    assert checked < 0.9  # the touch's own short bound, not the 1 s lock_timeout
+    assert_unavailable(revoke)
+    assert 0.9 <= revoked < 4
+    assert client.delete(f"{API}/{victim.id}", headers=bearer(admin.key)).status_code == 204
