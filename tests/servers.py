@@ -285,7 +285,7 @@ class Postgres:
     def stop(self) -> None:
         """A fast shutdown: clients are disconnected, new ones refused."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGCONT)
+            self.resume()
             # The postmaster itself (runuser, its parent, would not pass the signal on).
             postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
             os.kill(postmaster, signal.SIGINT)
@@ -297,10 +297,20 @@ class Postgres:
 
     def pause(self) -> None:
         """Every process of the cluster stopped (SIGSTOP): its host still answers TCP."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        for pid in self._processes():  # the postmaster first: it forks no more backends
+            os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        os.killpg(self.process.pid, signal.SIGCONT)
+        for pid in reversed(self._processes()):
+            os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (each of which leads a process group of its own)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        listed = subprocess.run(
+            ["ps", "--ppid", str(postmaster), "-o", "pid="], capture_output=True, text=True
+        )
+        return [postmaster, *(int(pid) for pid in listed.stdout.split())]
 
 
 @contextmanager
