@@ -13,17 +13,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from apikeys import db, scopes, service, verification
+from apikeys import crypto, db, scopes, service, verification
 from apikeys.config import ConfigError
 from apikeys.models import ApiKey, IssuedKey, Organization
 from app import create_app
-from tests.conftest import bearer
+from tests.conftest import REDIS_URL, bearer
+from tests.servers import production
 
 API = "/api/v1/org/api-keys"
 CHECK = "/api/v1/auth/check"
@@ -262,3 +264,33 @@ def test_a_postgresql_row_lock_held_elsewhere_is_503_for_a_write_and_no_wait_for
     assert_unavailable(revoke)
     assert 0.9 <= revoked < 4
     assert client.delete(f"{API}/{victim.id}", headers=bearer(admin.key)).status_code == 204
+
+
+def test_under_another_process_write_lock_the_production_server_keeps_answering(tmp_path):
+    """Checks whose write of last use is due, many at once, with the write lock held
+    elsewhere: none waits out the database timeout, and /healthz is not starved of threads."""
+    secret = crypto.generate_secret()
+    path = tmp_path / "apikeys.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{path}",
+        "REDIS_URL": REDIS_URL,
+        "APIKEYS_BOOTSTRAP_KEY": secret,
+        "LAST_USED_INTERVAL_SECONDS": "0",  # every check is due to write
+    }
+    with production(tmp_path, env, workers=2) as server, write_lock_held(str(path)):
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as clients:
+            checks = list(
+                clients.map(
+                    lambda _: server.request("GET", CHECK, bearer(secret) | READ).status, range(40)
+                )
+            )
+            health_started = time.monotonic()
+            health = server.request("GET", "/healthz").status
+            health_took = time.monotonic() - health_started
+        took = time.monotonic() - started
+        assert checks == [200] * 40
+        assert health == 200
+        assert health_took < 2
+        assert took < 5  # one database timeout (5 s) would be more than the whole burst
+        assert secret not in server.log()
