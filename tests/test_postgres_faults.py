@@ -4,9 +4,11 @@ by itself when the database does. The cluster is the test's own, never the share
 from __future__ import annotations
 
 import json
+import threading
 import time
 
-from apikeys import crypto
+from apikeys import crypto, db, scopes, service
+from app import create_app
 from tests.conftest import REDIS_URL, bearer
 from tests.servers import Reply, Server, postgres_server, production
 
@@ -67,3 +69,33 @@ def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recover
             assert sorted(statuses) == [200, 200, 201]
             assert server.request("GET", "/readyz").status == 200
             assert secret not in server.log()
+
+
+def test_a_paused_postgresql_fails_a_new_connection_after_the_connect_timeout(settings):
+    """SIGSTOPped, the server's host still completes the TCP handshake: only the connect
+    timeout ends the wait for its greeting. (A query on an open connection waits until the
+    server resumes, which nothing on the client side can bound: the server's request
+    deadline answers that one.)"""
+    with postgres_server() as database:
+        app = create_app(
+            settings | {"DATABASE_URL": database.url, "DATABASE_TIMEOUT": DATABASE_TIMEOUT}
+        )
+        organization = service.create_organization("acme")
+        admin = service.create_key(organization.id, "admin", scopes.SCOPES)
+        db.close_all()  # an empty pool: the next request must connect
+        database.pause()
+        # Should the connect wait without bound, the server resumes after 15 s: a failure,
+        # not a hang.
+        safety = threading.Timer(15, database.resume)
+        safety.start()
+        try:
+            started = time.monotonic()
+            response = app.test_client().get(API, headers=bearer(admin.key))
+            took = time.monotonic() - started
+        finally:
+            safety.cancel()
+            database.resume()
+        assert response.status_code == 503
+        assert response.json["error"]["code"] == "service_unavailable"
+        assert DATABASE_TIMEOUT - 0.5 <= took < DATABASE_TIMEOUT + 3
+        assert app.test_client().get(API, headers=bearer(admin.key)).status_code == 200
