@@ -156,6 +156,16 @@ def production(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iter
         stop_process_group(process)
 
 
+def wait_for_workers(server: Server, count: int) -> None:
+    """Until ``count`` workers of the production server have started: it answers as soon as
+    one has, and a test that breaks the database before the others have would stop them."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while server.log().count("[INFO] Started worker-") < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} workers did not start:\n{server.log()}")
+        time.sleep(0.05)
+
+
 class StartFailed(AssertionError):
     """The server exited during start-up; the message carries its log."""
 
