@@ -51,6 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config["DATABASE_URL"],
         pool_size=app.config["DATABASE_POOL_SIZE"],
         pool_timeout=app.config["DATABASE_POOL_TIMEOUT"],
+        timeout=app.config["DATABASE_TIMEOUT"],
     )
     db.migrate()
     if app.config["APIKEYS_BOOTSTRAP_KEY"]:

@@ -30,6 +30,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
 def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """The service's settings: the environment over the embedded defaults."""
     return {
@@ -41,6 +51,9 @@ def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # Connections per process; a request waits this many seconds for one, then 503.
         "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 32),
         "DATABASE_POOL_TIMEOUT": _int(env, "DATABASE_POOL_TIMEOUT", 10),
+        # The longest a query waits on the database: SQLite's write lock, a PostgreSQL
+        # connect, statement or lock; then 503.
+        "DATABASE_TIMEOUT": _seconds(env, "DATABASE_TIMEOUT", 5),
         "APIKEYS_BOOTSTRAP_KEY": env.get("APIKEYS_BOOTSTRAP_KEY") or None,
         "APIKEYS_BOOTSTRAP_ORG": env.get("APIKEYS_BOOTSTRAP_ORG") or "default",
         # Proxies in front that set X-Forwarded-For: the client address (the failed-auth
@@ -69,6 +82,8 @@ def validate(config: Mapping[str, Any]) -> None:
     for name in ("DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT"):
         if config[name] < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if not 0 < config["DATABASE_TIMEOUT"] <= 3600:
+        raise ConfigError("DATABASE_TIMEOUT must be a number of seconds above 0, at most 3600")
     if config["APIKEYS_TRUSTED_PROXIES"] < 0:
         raise ConfigError("APIKEYS_TRUSTED_PROXIES must not be negative")
     if config["LAST_USED_INTERVAL_SECONDS"] < 0:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import shutil
+import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask
 from peewee import Database, DatabaseProxy, OperationalError, PostgresqlDatabase
@@ -25,14 +32,18 @@ _SQLITE_PRAGMAS = {
     "journal_mode": "wal",  # readers never block the writer, nor the writer them
     "synchronous": "normal",  # durable in WAL mode up to the last checkpoint
     "foreign_keys": 1,
-    # A writer waits up to 10 s for the write lock before "database is locked".
-    "busy_timeout": 10_000,
 }
 _SCHEMES = ("sqlite", "postgres", "postgresql")
 
 
-def open_database(url: str, pool_size: int = 32, pool_timeout: float = 10) -> Database:
-    """A database for a ``sqlite:///path`` or ``postgresql://...`` URL."""
+def open_database(
+    url: str, pool_size: int = 32, pool_timeout: float = 10, timeout: float = 5
+) -> Database:
+    """A database for a ``sqlite:///path`` or ``postgresql://...`` URL.
+
+    ``timeout`` (seconds) bounds a wait for SQLite's write lock, a PostgreSQL connect, a
+    statement and a lock wait on the PostgreSQL server, and a silent peer (keepalives).
+    """
     scheme, separator, rest = url.partition("://")
     if not separator or scheme not in _SCHEMES:
         raise ValueError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got {url!r}")
@@ -43,10 +54,10 @@ def open_database(url: str, pool_size: int = 32, pool_timeout: float = 10) -> Da
         # already bound the connections. IMMEDIATE makes every write transaction take the
         # write lock up front, so two writers queue (busy_timeout) instead of deadlocking
         # into "database is locked".
-        # A thread's connection is closed by whichever thread sees it end (_ThreadLife).
+        # A thread's connection is closed by a live thread once its own has ended (_adopt).
         return connect(
             f"sqlite://{rest}",
-            pragmas=_SQLITE_PRAGMAS,
+            pragmas={**_SQLITE_PRAGMAS, "busy_timeout": int(timeout * 1000)},
             lock_type="IMMEDIATE",
             check_same_thread=False,
         )
@@ -59,14 +70,38 @@ def open_database(url: str, pool_size: int = 32, pool_timeout: float = 10) -> Da
         max_connections=pool_size,
         stale_timeout=300,
         timeout=pool_timeout,
+        **_postgresql_timeouts(url, timeout),
     )
 
 
-def init(url: str, **pool: float) -> Database:
+def _postgresql_timeouts(url: str, timeout: float) -> dict[str, object]:
+    """libpq settings that bound every wait the server or the network can cause.
+
+    A server that is stopped but whose host still answers TCP (SIGSTOP, a hung disk) is
+    beyond them: a read then waits until the server resumes.
+    """
+    milliseconds = int(timeout * 1000)
+    # The URL may carry options of its own (a search_path, say): ours are added to them.
+    given = dict(parse_qsl(urlsplit(url).query)).get("options", "")
+    server_side = f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}"
+    return {
+        "connect_timeout": max(2, round(timeout)),  # libpq's least
+        "options": f"{given} {server_side}".strip(),
+        # A peer that vanished (host down, network cut) ends the connection within about
+        # four timeouts, instead of the kernel's two hours.
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(timeout)),
+        "keepalives_interval": max(1, round(timeout)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": milliseconds,
+    }
+
+
+def init(url: str, **settings: float) -> Database:
     """Bind the models to the database at ``url``."""
     if database.obj is not None:
         close_all()
-    database.initialize(open_database(url, **pool))
+    database.initialize(open_database(url, **settings))
     return database.obj
 
 
@@ -76,16 +111,64 @@ def close_all() -> None:
         database.close_all()
     elif not database.is_closed():
         database.close()
+    _close_orphans()
 
 
-class _ThreadLife:
-    """Lives exactly as long as the thread that holds it: its finalizer closes the
-    thread's SQLite connection, which sqlite3's statement cache keeps in a reference
-    cycle that only the garbage collector would otherwise break. A server that runs each
-    request on a new thread would pile connections up until then."""
+def discard_connection() -> None:
+    """Close this thread's connection after a database error, so the next query opens a
+    fresh one: a SQLite handle opened while its file was unwritable stays read-only for
+    good, and a PostgreSQL connection may have been cut."""
+    opened = database.obj
+    if opened is None or opened.is_closed():
+        return
+    try:
+        if isinstance(opened, PooledDatabase):
+            opened.manual_close()  # not back into the pool
+        else:
+            opened.close()
+    except Exception:  # closing a broken handle may fail too; it is dropped either way
+        log.warning("could not close a failed database connection", exc_info=True)
+        opened.dispose()
+
+
+class _Owner:
+    """Stands for one thread: only that thread holds it, in a ``threading.local``.
+
+    When the thread ends, its thread-local storage is dropped and the weak reference to
+    its owner dies without running any code: nothing of ours runs in a thread's teardown,
+    which, in a server's native thread (granian's), crashes the process.
+    """
+
+    __slots__ = ("__weakref__",)
 
 
 _this_thread = threading.local()
+#: Every SQLite connection a thread adopted, by a serial number, with the owner's reference.
+_adopted: dict[int, tuple[weakref.ref, sqlite3.Connection]] = {}
+_adopting = threading.Lock()
+_serials = itertools.count()
+
+
+def _adopt(connection: sqlite3.Connection) -> None:
+    """Make ``connection`` this thread's own, and close those of threads that have ended.
+
+    A server that runs each request on a new thread leaves at most the connections of its
+    live threads, plus those that ended since the last adoption, open.
+    """
+    owner = _Owner()
+    # Replacing the thread's former owner (of a connection discarded after an error)
+    # lets the next sweep close that one too.
+    _this_thread.connection, _this_thread.owner = connection, owner
+    with _adopting:
+        _adopted[next(_serials)] = (weakref.ref(owner), connection)
+    _close_orphans()
+
+
+def _close_orphans() -> None:
+    with _adopting:
+        orphans = [serial for serial, (owner, _) in _adopted.items() if owner() is None]
+        for serial in orphans:
+            _adopted.pop(serial)[1].close()
 
 
 def _return_connection(_error: BaseException | None) -> None:
@@ -101,11 +184,7 @@ def _return_connection(_error: BaseException | None) -> None:
         log.error("a request left a transaction open; rolled back")
         connection.rollback()
     if getattr(_this_thread, "connection", None) is not connection:
-        life = _ThreadLife()
-        # Not at exit: the thread may still be using the connection then, and nothing
-        # committed needs a close to last.
-        weakref.finalize(life, connection.close).atexit = False
-        _this_thread.connection, _this_thread.life = connection, life
+        _adopt(connection)
 
 
 def init_app(app: Flask) -> None:
@@ -115,15 +194,69 @@ def init_app(app: Flask) -> None:
     app.teardown_request(_return_connection)
 
 
-def reachable() -> bool:
-    """Whether the database answers a query now (for readiness probes)."""
+@contextmanager
+def impatient(milliseconds: int) -> Iterator[None]:
+    """Run the writes inside within ``milliseconds`` of lock waiting, or fail: for writes
+    that matter less than the request that makes them, which must not wait behind
+    another process's write lock for the whole ``DATABASE_TIMEOUT``."""
+    opened = database.obj
+    if isinstance(opened, PostgresqlDatabase):
+        with opened.atomic():
+            opened.execute_sql(
+                "SELECT set_config('lock_timeout', %s, true),"
+                " set_config('statement_timeout', %s, true)",
+                (f"{milliseconds}ms", f"{milliseconds * 5}ms"),
+            )
+            yield
+        return
+    patient = opened.execute_sql("PRAGMA busy_timeout").fetchone()[0]
+    opened.execute_sql(f"PRAGMA busy_timeout = {int(milliseconds)}")
     try:
-        with database.connection_context():
-            database.execute_sql("SELECT 1")
-    except Exception:  # any failure means "not ready"; the probe reports, never raises
-        log.warning("database unreachable", exc_info=True)
-        return False
-    return True
+        yield
+    finally:
+        if not opened.is_closed():
+            opened.execute_sql(f"PRAGMA busy_timeout = {patient}")
+
+
+#: Below this much free space where the SQLite file lives, the next insert may fail:
+#: not ready. (Rewriting a row can still succeed on a full disk, so the probe cannot tell.)
+READY_FREE_BYTES = 1024 * 1024
+#: The probe's bound on a lock wait: a write held up longer is what callers would see.
+READY_PATIENCE_MS = 1000
+_PROBE = "UPDATE readiness_probe SET checked_at = {0} WHERE id = 1"
+_FAULTS = (
+    ("read-only", ("readonly", "read-only")),
+    ("full", ("disk is full", "no space left", "could not extend")),
+    ("busy", ("locked", "lock timeout", "statement timeout")),
+)
+
+
+def readiness() -> str:
+    """``ok`` when the database answers a read and commits a write now; otherwise what is
+    wrong: ``down``, ``read-only``, ``full`` or ``busy`` (for readiness probes)."""
+    opened = database.obj
+    try:
+        with opened.connection_context() if isinstance(opened, PooledDatabase) else _nothing():
+            opened.execute_sql("SELECT 1 FROM readiness_probe").fetchone()
+            with impatient(READY_PATIENCE_MS):
+                opened.execute_sql(_PROBE.format(opened.param), (datetime.now(UTC),))
+    except Exception as error:  # any failure means "not ready"; the probe reports, never raises
+        discard_connection()
+        fault = str(error).lower()
+        status = next((name for name, signs in _FAULTS if any(s in fault for s in signs)), "down")
+        log.warning("database not ready (%s): %s", status, fault.partition("\n")[0])
+        return status
+    if not isinstance(opened, PooledDatabase):
+        free = shutil.disk_usage(Path(opened.database).parent).free
+        if free < READY_FREE_BYTES:
+            log.warning("database not ready: %d bytes free beside %s", free, opened.database)
+            return "full"
+    return "ok"
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _connect_at_start(patience: float = 10) -> None:

@@ -12,8 +12,11 @@ import logging
 from typing import Any
 
 from flask import Flask, Response
+from peewee import DatabaseError, IntegrityError, InterfaceError, PeeweeException
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
+
+from apikeys import db
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,22 @@ def handle_overload(error: MaxConnectionsExceeded) -> Response:
     )
 
 
+def handle_database_error(error: PeeweeException) -> Response:
+    """The database failed (locked past its timeout, disk full, read-only, down): 503.
+
+    A constraint that no caller expected is a bug, and stays a 500.
+    """
+    if isinstance(error, IntegrityError):
+        return handle_unexpected(error)
+    db.discard_connection()
+    # The driver's first line names the fault; later lines may quote the statement's values.
+    reason = str(error).strip().partition("\n")[0]
+    log.warning("database unavailable: %s: %s", type(error).__name__, reason)
+    return error_response(
+        503, "service_unavailable", ServiceUnavailable.message, headers={"Retry-After": "1"}
+    )
+
+
 def handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error")
     return error_response(500, "internal_error", _MESSAGES[500])
@@ -194,4 +213,6 @@ def init_app(app: Flask) -> None:
     # HTTPException is registered by the Api subclass in app.py, which routes it here.
     app.register_error_handler(ServiceError, handle_service_error)
     app.register_error_handler(MaxConnectionsExceeded, handle_overload)
+    app.register_error_handler(DatabaseError, handle_database_error)
+    app.register_error_handler(InterfaceError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from peewee import Database
+from peewee import Database, PeeweeException
 
-from apikeys import crypto, scopes
+from apikeys import crypto, db, scopes
 from apikeys.db import database
 from apikeys.models import ApiKey, utcnow
+
+log = logging.getLogger(__name__)
+
+#: How long a write of last use may wait for a lock, and how long the process stops trying
+#: after one failed: the check answers from the read alone meanwhile.
+TOUCH_PATIENCE_MS = 100
+TOUCH_BACKOFF_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +79,46 @@ def verify(
         return None
     last_used_at = _timestamp(last_used_at)
     if last_used_at is None or now - last_used_at >= timedelta(seconds=last_used_interval):
-        _touch(key_id, now, last_used_interval)
+        _record_use(key_id, now, last_used_interval)
     return Principal(key_id, org_id, frozenset(scopes.deserialize(stored_scopes)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outage:
+    """Writes of last use to ``database`` failed; the next try is at ``resume_at``."""
+
+    database: Database
+    resume_at: float
+
+
+_outage: _Outage | None = None
+
+
+def _record_use(key_id: str, now: datetime, interval: int) -> None:
+    """Best effort: a database that cannot take the write (locked, full, read-only) must
+    not fail or hold up the check, which has all it needs from the read. A later check
+    writes it once the back-off is over; one warning per outage."""
+    global _outage
+    opened, outage = database.obj, _outage
+    if outage and outage.database is opened and time.monotonic() < outage.resume_at:
+        return
+    try:
+        with db.impatient(TOUCH_PATIENCE_MS):
+            _touch(key_id, now, interval)
+    except PeeweeException as error:
+        db.discard_connection()  # it may be the handle that is read-only, not the file
+        if outage is None or outage.database is not opened:
+            log.warning(
+                "cannot record keys' last use (%s); checks go on without it, retrying every %g s",
+                str(error).partition("\n")[0],
+                TOUCH_BACKOFF_SECONDS,
+            )
+        _outage = _Outage(opened, time.monotonic() + TOUCH_BACKOFF_SECONDS)
+        return
+    if outage is not None:
+        _outage = None
+        if outage.database is opened:
+            log.info("recording keys' last use again")
 
 
 def _touch(key_id: str, now: datetime, interval: int) -> None:

@@ -9,6 +9,9 @@ request, so a test can tell that every worker has answered.
 
 ``redis_server(tmp_path)`` starts a Redis of the test's own, which the test may stop or
 kill: never the shared one.
+
+``postgres_server()`` starts a PostgreSQL cluster of the test's own, which the test may
+stop, restart or pause: never the shared one.
 """
 
 from __future__ import annotations
@@ -16,16 +19,20 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -152,6 +159,16 @@ def production(
         stop_process_group(process)
 
 
+def wait_for_workers(server: Server, count: int) -> None:
+    """Until ``count`` workers of the production server have started: it answers as soon as
+    one has, and a test that breaks the database before the others have would stop them."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while server.log().count("[INFO] Started worker-") < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} workers did not start:\n{server.log()}")
+        time.sleep(0.05)
+
+
 class StartFailed(AssertionError):
     """The server exited during start-up; the message carries its log."""
 
@@ -238,3 +255,99 @@ def redis_server(
             server.kill()
         server.wait()
         server.stdout.close()
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+#: PostgreSQL refuses to run as root. Started straight as its user, with no ``runuser`` in
+#: between (which stops itself when its child is stopped, and then never reaps it).
+_AS_POSTGRES = {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"}
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster of the test's own, run as the ``postgres`` user."""
+
+    data: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(POSTGRES_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port)]
+            + ["-k", str(self.data), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **_AS_POSTGRES,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not start")
+            time.sleep(0.1)
+
+    def answers(self) -> bool:
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """An immediate shutdown, as in a crash: clients are cut off, new ones refused.
+
+        (A fast shutdown waits for a backend still in its start-up, such as one whose
+        client gave up while the server was paused.)"""
+        if self.process and self.process.poll() is None:
+            self.resume()
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def pause(self) -> None:
+        """Every process of the cluster stopped (SIGSTOP): its host still answers TCP."""
+        for pid in self._processes():  # the postmaster first: it forks no more backends
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in reversed(self._processes()):
+            os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (each of which leads a process group of its own)."""
+        postmaster = self.process.pid
+        listed = subprocess.run(
+            ["ps", "--ppid", str(postmaster), "-o", "pid="], capture_output=True, text=True
+        )
+        return [postmaster, *(int(pid) for pid in listed.stdout.split())]
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """A fresh cluster on a free port, stopped and removed on exit."""
+    # Not under pytest's tmp_path: its parents are closed to the postgres user.
+    data = Path(tempfile.mkdtemp(prefix="apikeys-pg-"))
+    try:
+        shutil.chown(data, "postgres", "postgres")
+        subprocess.run(
+            [str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "postgres"]
+            + ["--auth=trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+            **_AS_POSTGRES,
+        )
+        cluster = Postgres(data, free_port())
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

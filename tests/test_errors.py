@@ -154,10 +154,11 @@ def test_uncaught_exception_is_logged_not_swallowed(client, boom, caplog):
     assert [str(error) for error in logged] == [LEAK]
 
 
-def test_database_failure_is_500_without_details(app, client, admin):
+def test_database_failure_is_503_without_details(app, client, admin):
     ApiKey.drop_table()
     response = client.get(URL, headers=bearer(admin.key))
-    assert_internal_error(response)
+    assert_error(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "1"
     for leak in ("api_key", "no such table", "does not exist", "peewee", "psycopg", "sqlite"):
         assert leak not in response.get_data(as_text=True).lower()
 

@@ -8,6 +8,7 @@ import time
 from contextlib import closing
 
 import pytest
+from playhouse.migrations import Runner
 
 from apikeys import db
 from apikeys.errors import NameTaken
@@ -104,3 +105,17 @@ def test_concurrent_app_starts_on_a_fresh_database_all_succeed(database_url):
 
     assert outcomes == [("ok", "started")] * 6
     assert _recorded(database_url) == MIGRATIONS
+
+
+def test_a_database_made_at_0001_gains_the_readiness_probe_and_keeps_its_keys(database_url):
+    db.init(database_url)
+    with db.database.connection_context():
+        Runner(db.database.obj, directory=str(db.MIGRATIONS)).up(target="0001_initial")
+    issued = ApiKey.issue(Organization.create(name="acme").id, "ci", ("read:billing",))
+    assert _recorded(database_url) == ["0001_initial"]
+
+    create_app({"TESTING": True, "DATABASE_URL": database_url})
+
+    assert _recorded(database_url) == MIGRATIONS
+    assert db.readiness() == "ok"
+    assert ApiKey.get_by_id(issued.id).name == "ci"

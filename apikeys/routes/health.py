@@ -23,17 +23,19 @@ class Health(MethodView):
 @blp.route("/readyz")
 class Ready(MethodView):
     @blp.response(200, StatusSchema)
-    @blp.alt_response(503, schema=ErrorSchema, description="The database or Redis does not answer")
+    @blp.alt_response(
+        503,
+        schema=ErrorSchema,
+        description="The database does not take writes (details say why), or Redis fails",
+    )
     def get(self):
-        """The database and the rate-limit storage both answer"""
-        checks = {
-            "database": db.reachable(),
-            "redis": current_app.extensions["apikeys.limiter"].storage.check(),
+        """The database answers a read and takes a write; the rate-limit storage answers"""
+        statuses = {
+            "database": db.readiness(),
+            "redis": "ok" if current_app.extensions["apikeys.limiter"].storage.check() else "down",
         }
-        if not all(checks.values()):
-            raise ServiceUnavailable(
-                "Not ready", details={name: "ok" if ok else "down" for name, ok in checks.items()}
-            )
+        if any(status != "ok" for status in statuses.values()):
+            raise ServiceUnavailable("Not ready", details=statuses)
         return {"status": "ok"}
 
 
