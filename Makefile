@@ -12,13 +12,16 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# A development key is made once, kept in .dev-key (git-ignored) and seeded at start.
+# A development key is made once, kept in .dev-key (git-ignored). `make run` first runs
+# `flask --app app db upgrade`, which migrates the database and, with APIKEYS_BOOTSTRAP_KEY
+# set, seeds that key: the app itself never touches the database at start.
 .dev-key: | $(BIN)/.installed
 	umask 077 && $(BIN)/flask --app app keys generate > $@
 
 run: $(BIN)/.installed .dev-key
 	@echo "API key (also in .dev-key): $$(cat .dev-key)"
-	APIKEYS_BOOTSTRAP_KEY=$$(cat .dev-key) $(BIN)/flask --app app run --port $(PORT)
+	APIKEYS_BOOTSTRAP_KEY=$$(cat .dev-key) $(BIN)/flask --app app db upgrade > /dev/null
+	$(BIN)/flask --app app run --port $(PORT)
 
 # The sidecar's benchmark (bench/README.md); needs wrk: apt-get install -y wrk
 bench: $(BIN)/.installed

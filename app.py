@@ -10,7 +10,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import config as settings
-from apikeys import db, errors, logs, metrics, policy, ratelimit, service
+from apikeys import db, errors, logs, metrics, policy, ratelimit, startup
 from apikeys.auth import SECURITY_SCHEMES
 from schemas.errors import ErrorSchema
 
@@ -44,20 +44,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     policy_file = app.config["APIKEYS_POLICY_FILE"]
     app.extensions["apikeys.policy"] = policy.load(policy_file) if policy_file else policy.DEFAULT
     app.json.sort_keys = False
-    # First: the migrations' lines are logged, and its request hooks must come first.
+    # First: its request hooks must come first.
     logs.init_app(app)
 
-    db.init(
-        app.config["DATABASE_URL"],
-        pool_size=app.config["DATABASE_POOL_SIZE"],
-        pool_timeout=app.config["DATABASE_POOL_TIMEOUT"],
-        timeout=app.config["DATABASE_TIMEOUT"],
-    )
-    db.migrate()
-    if app.config["APIKEYS_BOOTSTRAP_KEY"]:
-        service.bootstrap(app.config["APIKEYS_BOOTSTRAP_KEY"], app.config["APIKEYS_BOOTSTRAP_ORG"])
-    # Workers may fork after this: no connection opened at start may outlive it.
-    db.close_all()
+    # No connection: migrations and the bootstrap key are startup.prepare's, run once where
+    # the server starts, so a worker starts (and answers 503) while the database is down.
+    startup.bind(app.config)
 
     if app.config["APIKEYS_TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])

@@ -7,6 +7,10 @@ The environment may set ``HOST`` (default 0.0.0.0), ``PORT`` (8000) and
 ``WEB_CONCURRENCY`` (worker processes; default one per CPU). The service's own settings
 (``DATABASE_URL``, ``REDIS_URL``, ...) are read by ``create_app`` as usual.
 
+For ``app:create_app``, this process checks the settings, migrates the database and seeds
+``APIKEYS_BOOTSTRAP_KEY`` once, before any worker starts; a database it cannot reach then
+stops it with one line on stderr. The workers never touch the database at start.
+
 granian speaks RSGI to ``apikeys.serving``, which reads each request whole on the event
 loop, bounded in size and time, and only then runs the WSGI app in a thread: see its
 docstring for the guarantees and their bounds.
@@ -18,12 +22,13 @@ import functools
 import logging
 import os
 import sys
+from typing import Any
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 
-from apikeys import config, logs, policy, serving
+from apikeys import config, logs, policy, serving, startup
 
 #: One process per core: every request is mostly Python, which one process runs on one core.
 WORKERS = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
@@ -65,7 +70,7 @@ def server(target: str = "app:create_app") -> Granian:
     )
 
 
-def check_settings() -> None:
+def check_settings() -> dict[str, Any]:
     """Stop on a setting the service cannot work with, once, before any worker starts:
     in a worker it would only fail that worker, which granian would respawn forever."""
     try:
@@ -83,11 +88,24 @@ def check_settings() -> None:
             WORKERS,
             WORKERS,
         )
+    return settings
+
+
+def prepare_database(settings: dict[str, Any]) -> None:
+    """Migrate and seed the bootstrap key, once, before any worker starts: workers never
+    touch the database at start, so one started during an outage answers 503 until it
+    is back, instead of exiting (which granian takes for a crash loop and stops)."""
+    try:
+        startup.prepare(settings)
+    except config.ConfigError as error:
+        sys.exit(f"Error: {error.message}")
+    except startup.UNREACHABLE as error:
+        sys.exit(f"Error: {startup.describe(error)}")
 
 
 def serve(target: str = "app:create_app") -> None:
     if target == "app:create_app":
-        check_settings()
+        prepare_database(check_settings())
     loader = functools.partial(serving.load, threads=APP_THREADS)
     server(target).serve(target_loader=loader)
 

@@ -7,11 +7,12 @@ import json
 from collections.abc import Callable
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 from peewee import IntegrityError
 
-from apikeys import crypto, db, scopes, service
+from apikeys import crypto, db, scopes, service, startup
 from apikeys.errors import ServiceError
 from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
 from schemas.fields import clean_name
@@ -52,6 +53,26 @@ def _label(value: str, option: str) -> str:
         raise click.UsageError(f"{option}: {' '.join(error.messages)}") from None
 
 
+def _prepare() -> list[str]:
+    """Migrate and seed the bootstrap key (the app never does at start); an unreachable
+    database is one line on stderr and exit status 1."""
+    try:
+        return startup.prepare(current_app.config)
+    except startup.UNREACHABLE as error:
+        raise click.ClickException(startup.describe(error)) from None
+
+
+def _prepared(command: Callable) -> Callable:
+    """The command runs on a prepared database (``_prepare``)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _prepare()
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
 def _user_errors(command: Callable) -> Callable:
     """A user's mistake becomes one line on stderr and exit status 1, never a traceback."""
 
@@ -68,6 +89,7 @@ def _user_errors(command: Callable) -> Callable:
 @orgs.command("create")
 @click.argument("name", type=TEXT)
 @_user_errors
+@_prepared
 def create_org(name: str) -> None:
     """Create an organization."""
     name = _label(name, "NAME")
@@ -85,6 +107,7 @@ def create_org(name: str) -> None:
 @click.option("--all-scopes", is_flag=True, help="Grant every scope.")
 @click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
 @_user_errors
+@_prepared
 def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
     """Create a key and print it, secret included (shown only this once)."""
     if all_scopes == bool(scope_list):
@@ -99,6 +122,7 @@ def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
 @keys.command("list")
 @click.option("--org", "org", type=TEXT, required=True, help="The organization's id or name.")
 @_user_errors
+@_prepared
 def list_keys(org: str) -> None:
     """List an organization's live keys, newest first."""
     found = service.list_keys(service.find_organization(org).id)
@@ -108,6 +132,7 @@ def list_keys(org: str) -> None:
 @keys.command("revoke")
 @click.argument("key_id", type=TEXT)
 @_user_errors
+@_prepared
 def revoke_key(key_id: str) -> None:
     """Revoke a key for good."""
     service.revoke_any(key_id)
@@ -122,9 +147,9 @@ def generate_key() -> None:
 
 @database.command("upgrade")
 def upgrade() -> None:
-    """Apply pending migrations; print what it applied and what the schema now has."""
-    # The app migrates at start too, so "applied" is usually empty: "current" tells where it is.
-    _emit({"applied": db.migrate(), "current": db.applied_migrations()})
+    """Apply pending migrations and seed APIKEYS_BOOTSTRAP_KEY when it is set; print what
+    it applied and what the schema now has."""
+    _emit({"applied": _prepare(), "current": db.applied_migrations()})
 
 
 COMMANDS = (orgs, keys, database)

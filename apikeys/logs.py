@@ -15,6 +15,7 @@ for.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import sys
@@ -151,6 +152,8 @@ def _finish(response: Response) -> Response:
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 3),
             "remote_addr": request.remote_addr,
+            # Which worker answered: several serve one port.
+            "pid": os.getpid(),
         }
         principal = g.get("principal")
         if principal:

@@ -8,9 +8,10 @@ import threading
 import psycopg
 import pytest
 import redis
+from flask import Flask
 from werkzeug.serving import make_server
 
-from apikeys import db, scopes, service
+from apikeys import db, scopes, service, startup
 from apikeys.models import Organization
 from app import create_app
 from tests.servers import redis_server
@@ -115,9 +116,16 @@ def settings(database_url, redis_client, redis_prefix):
     }
 
 
+def prepared(app: Flask) -> Flask:
+    """``app`` on a prepared database (migrated, bootstrap key seeded): create_app never
+    touches the database; serve.py and the CLI prepare it at start."""
+    startup.prepare(app.config)
+    return app
+
+
 @pytest.fixture
 def app(settings):
-    app = create_app(settings)
+    app = prepared(create_app(settings))
     yield app
     db.close_all()
 

@@ -14,7 +14,7 @@ from apikeys.config import ConfigError
 from apikeys.models import ApiKey, Organization
 from app import create_app
 from tests.concurrency import run_concurrently
-from tests.conftest import bearer
+from tests.conftest import bearer, prepared
 
 pytestmark = pytest.mark.both_databases
 
@@ -32,7 +32,7 @@ def start(settings, monkeypatch, secret):
     monkeypatch.setenv("APIKEYS_BOOTSTRAP_KEY", secret)
 
     def start_app():
-        return create_app(settings)
+        return prepared(create_app(settings))
 
     yield start_app
     db.close_all()
@@ -74,7 +74,7 @@ def test_seeds_into_the_organization_named_by_apikeys_bootstrap_org(start, secre
 
 
 def test_joins_an_existing_organization_of_that_name(start, secret, settings):
-    create_app({**settings, "APIKEYS_BOOTSTRAP_KEY": None})
+    prepared(create_app({**settings, "APIKEYS_BOOTSTRAP_KEY": None}))
     existing = Organization.create(name="default")
 
     start()
@@ -120,7 +120,7 @@ def test_an_invalid_bootstrap_key_stops_the_app_at_start(settings, monkeypatch, 
     monkeypatch.setenv("APIKEYS_BOOTSTRAP_KEY", make_bad(secret))
 
     with pytest.raises(ConfigError, match="APIKEYS_BOOTSTRAP_KEY is not a valid key"):
-        create_app(settings)
+        prepared(create_app(settings))
     assert ApiKey.select().count() == 0
     assert Organization.select().count() == 0
 
@@ -160,7 +160,7 @@ def test_concurrent_starts_seed_exactly_one_key(database_url, secret, monkeypatc
     monkeypatch.setenv("APIKEYS_BOOTSTRAP_KEY", secret)
 
     def start_app(url: str) -> str:
-        create_app({"TESTING": True, "DATABASE_URL": url})
+        prepared(create_app({"TESTING": True, "DATABASE_URL": url}))
         return "started"
 
     outcomes = run_concurrently(start_app, [(database_url,)] * 6)
@@ -183,7 +183,7 @@ def test_an_invalid_bootstrap_organization_name_stops_the_app_at_start(
     monkeypatch.setenv("APIKEYS_BOOTSTRAP_ORG", name)
 
     with pytest.raises(ConfigError, match="APIKEYS_BOOTSTRAP_ORG is not a valid name"):
-        create_app(settings)
+        prepared(create_app(settings))
     assert ApiKey.select().count() == 0
     assert Organization.select().count() == 0
 

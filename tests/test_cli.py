@@ -13,7 +13,7 @@ import pytest
 from apikeys import crypto, db, scopes
 from apikeys.models import ApiKey, Organization
 from app import create_app
-from tests.conftest import bearer
+from tests.conftest import bearer, prepared
 from tests.test_migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_the_operator_workflow_in_real_processes(tmp_path):
 
 def test_mistakes_in_real_processes_fail_cleanly(tmp_path):
     url = f"sqlite:///{tmp_path / 'ops.db'}"
-    create_app({"TESTING": True, "DATABASE_URL": url})
+    prepared(create_app({"TESTING": True, "DATABASE_URL": url}))
     Organization.create(name="acme")
     db.close_all()
 

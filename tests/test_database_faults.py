@@ -24,7 +24,7 @@ from apikeys import crypto, db, scopes, service, verification
 from apikeys.config import ConfigError
 from apikeys.models import ApiKey, IssuedKey, Organization
 from app import create_app
-from tests.conftest import REDIS_URL, bearer
+from tests.conftest import REDIS_URL, bearer, prepared
 from tests.servers import production, wait_for_workers
 
 API = "/api/v1/org/api-keys"
@@ -156,7 +156,7 @@ def test_a_check_answers_at_once_while_another_process_holds_the_write_lock(
 def test_on_a_full_disk_writes_are_503_checks_pass_and_the_service_is_not_ready(
     on_disk, disk, short_backoff
 ):
-    app = create_app(on_disk)
+    app = prepared(create_app(on_disk))
     client = app.test_client()
     admin = _admin()
     assert client.get("/readyz").status_code == 200
@@ -189,7 +189,7 @@ def immutable(path: Path) -> Iterator[None]:
 def test_a_connection_opened_while_the_file_was_unwritable_is_replaced_once_writable(
     settings, database_url, short_backoff
 ):
-    app = create_app(settings)
+    app = prepared(create_app(settings))
     client = app.test_client()
     admin = _admin()
     db.close_all()  # as after a restart: the next request opens this thread's connection
@@ -218,7 +218,7 @@ def on_postgresql(settings, postgres_url):
 
 
 def test_postgresql_connections_carry_the_database_timeout(on_postgresql, postgres_url):
-    create_app(on_postgresql)
+    prepared(create_app(on_postgresql))
     with db.database.connection_context():
         shown = {
             name: db.database.execute_sql(f"SHOW {name}").fetchone()[0]
@@ -250,7 +250,7 @@ def row_locked(postgres_url: str, key_id: str) -> Iterator[None]:
 def test_a_postgresql_row_lock_held_elsewhere_is_503_for_a_write_and_no_wait_for_a_check(
     on_postgresql, postgres_url, short_backoff
 ):
-    client = create_app(on_postgresql).test_client()
+    client = prepared(create_app(on_postgresql)).test_client()
     admin = _admin()
     victim = service.create_key(admin.api_key.organization_id, "victim", ["read:api_keys"])
     with row_locked(postgres_url, victim.id):

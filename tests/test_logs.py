@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from apikeys import logs
 from apikeys.config import ConfigError, from_environment
 from app import create_app
-from tests.conftest import bearer
+from tests.conftest import bearer, prepared
 
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -137,6 +138,7 @@ def test_a_request_line_has_every_field(client, admin, lines):
         "path": CHECK,
         "status": 200,
         "remote_addr": "127.0.0.1",
+        "pid": os.getpid(),
         "key_id": admin.id,
         "org_id": admin.organization_id,
     }
@@ -163,7 +165,7 @@ def test_an_uncaught_exception_logs_its_error_then_its_500_line_with_the_request
 
 
 def test_other_lines_share_the_format(settings, lines):
-    create_app(settings)
+    prepared(create_app(settings))
     (migration,) = lines()
     assert RFC3339_UTC.fullmatch(migration.pop("time"))
     assert migration == {
@@ -177,7 +179,7 @@ def test_other_lines_share_the_format(settings, lines):
 
 
 def test_the_text_format(settings, admin, capsys):
-    app = create_app(settings | {"LOG_FORMAT": "text"})
+    app = prepared(create_app(settings | {"LOG_FORMAT": "text"}))
     capsys.readouterr()
     app.test_client().get(
         CHECK + "?q=1", headers={**TARGET, **bearer(admin.key), "X-Request-ID": "t-1"}

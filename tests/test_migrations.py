@@ -15,6 +15,7 @@ from apikeys.errors import NameTaken
 from apikeys.models import ApiKey, Organization
 from app import create_app
 from tests.concurrency import run_concurrently
+from tests.conftest import prepared
 
 pytestmark = pytest.mark.both_databases
 
@@ -32,7 +33,7 @@ def _migrate(database_url: str) -> list[str]:
 
 
 def test_fresh_database_gets_the_schema_at_start(database_url):
-    create_app({"TESTING": True, "DATABASE_URL": database_url})
+    prepared(create_app({"TESTING": True, "DATABASE_URL": database_url}))
 
     assert {"organization", "api_key", "schema_migration"} <= set(db.database.get_tables())
     assert _recorded(database_url) == MIGRATIONS
@@ -98,7 +99,7 @@ def test_a_start_waits_while_another_process_writes_a_fresh_sqlite_file(tmp_path
 
 def test_concurrent_app_starts_on_a_fresh_database_all_succeed(database_url):
     def start(url: str) -> str:
-        create_app({"TESTING": True, "DATABASE_URL": url})
+        prepared(create_app({"TESTING": True, "DATABASE_URL": url}))
         return "started"
 
     outcomes = run_concurrently(start, [(database_url,)] * 6)
@@ -114,7 +115,7 @@ def test_a_database_made_at_0001_gains_the_readiness_probe_and_keeps_its_keys(da
     issued = ApiKey.issue(Organization.create(name="acme").id, "ci", ("read:billing",))
     assert _recorded(database_url) == ["0001_initial"]
 
-    create_app({"TESTING": True, "DATABASE_URL": database_url})
+    prepared(create_app({"TESTING": True, "DATABASE_URL": database_url}))
 
     assert _recorded(database_url) == MIGRATIONS
     assert db.readiness() == "ok"

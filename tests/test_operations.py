@@ -6,6 +6,7 @@ import pytest
 
 from app import create_app
 from tests.concurrency import every_connection_busy
+from tests.conftest import prepared
 
 #: Nothing listens here: a Redis that is down.
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -31,7 +32,7 @@ def test_ready_when_database_and_redis_answer(client):
 
 
 def test_not_ready_without_redis(settings):
-    client = create_app(settings | {"REDIS_URL": DEAD_REDIS}).test_client()
+    client = prepared(create_app(settings | {"REDIS_URL": DEAD_REDIS})).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json["error"]["code"] == "service_unavailable"
@@ -40,7 +41,7 @@ def test_not_ready_without_redis(settings):
 
 @pytest.mark.connection_pool
 def test_not_ready_when_no_database_connection_can_be_had(settings):
-    app = create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1})
+    app = prepared(create_app(settings | {"DATABASE_POOL_SIZE": 1, "DATABASE_POOL_TIMEOUT": 1}))
     with every_connection_busy():
         response = app.test_client().get("/readyz")
     assert response.status_code == 503

@@ -9,7 +9,7 @@ import time
 
 from apikeys import crypto, db, scopes, service
 from app import create_app
-from tests.conftest import REDIS_URL, bearer
+from tests.conftest import REDIS_URL, bearer, prepared
 from tests.servers import Reply, Server, postgres_server, production, wait_for_workers
 
 API = "/api/v1/org/api-keys"
@@ -83,8 +83,10 @@ def test_a_paused_postgresql_fails_a_new_connection_after_the_connect_timeout(se
     server resumes, which nothing on the client side can bound: the server's request
     deadline answers that one.)"""
     with postgres_server() as database:
-        app = create_app(
-            settings | {"DATABASE_URL": database.url, "DATABASE_TIMEOUT": DATABASE_TIMEOUT}
+        app = prepared(
+            create_app(
+                settings | {"DATABASE_URL": database.url, "DATABASE_TIMEOUT": DATABASE_TIMEOUT}
+            )
         )
         organization = service.create_organization("acme")
         admin = service.create_key(organization.id, "admin", scopes.SCOPES)

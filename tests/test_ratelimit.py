@@ -10,7 +10,7 @@ from peewee import OperationalError
 
 from apikeys import crypto, db
 from app import create_app
-from tests.conftest import bearer
+from tests.conftest import bearer, prepared
 from tests.servers import free_port
 
 URL = "/api/v1/org/api-keys"
@@ -152,7 +152,7 @@ def test_failed_authentication_is_limited_per_address(client, admin):
 @pytest.mark.parametrize("proxies", [0, 1])
 def test_behind_trusted_proxies_the_forwarded_address_counts(settings, proxies):
     settings["APIKEYS_TRUSTED_PROXIES"] = proxies
-    client = create_app(settings).test_client()
+    client = prepared(create_app(settings)).test_client()
     for client_address in ("198.51.100.1", "198.51.100.1", "198.51.100.2"):
         response = client.get(URL, headers={"X-Forwarded-For": client_address})
     # Trusted: two clients behind one proxy have a budget each; untrusted: one, the proxy's.

@@ -20,7 +20,7 @@ from apikeys.models import ApiKey
 from apikeys.verification import verify
 from app import create_app
 from tests.concurrency import run_concurrently
-from tests.conftest import bearer
+from tests.conftest import bearer, prepared
 
 API = "/api/v1/org/api-keys"
 
@@ -195,7 +195,7 @@ def test_a_transaction_left_open_is_rolled_back_at_the_end_of_the_request(app, c
 def test_sqlite_runs_in_wal_mode_with_the_database_timeout_as_busy_timeout(
     settings, database_url, timeout, expected_ms
 ):
-    create_app(settings | ({"DATABASE_TIMEOUT": timeout} if timeout else {}))
+    prepared(create_app(settings | ({"DATABASE_TIMEOUT": timeout} if timeout else {})))
     journal_mode = db.database.execute_sql("PRAGMA journal_mode").fetchone()[0]
     busy_timeout_ms = db.database.execute_sql("PRAGMA busy_timeout").fetchone()[0]
 
