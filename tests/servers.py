@@ -2,10 +2,8 @@
 
 ``production(tmp_path, env)`` starts the production server, ``serve.py``, on a free port
 with ``env`` over the environment, and stops it on exit, whatever happens in between.
-
-``gunicorn(tmp_path, env)`` starts ``app:create_app()`` on a free port and stops it on
-exit, whatever happens in between. Its access log names the worker that served each
-request, so a test can tell that every worker has answered.
+Its request lines name the worker (``pid``) that served each request, so a test can tell
+that every worker has answered.
 
 ``redis_server(tmp_path)`` starts a Redis of the test's own, which the test may stop or
 kill: never the shared one.
@@ -17,8 +15,8 @@ stop, restart or pause: never the shared one.
 from __future__ import annotations
 
 import http.client
+import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -35,11 +33,8 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 SERVE = ROOT / "serve.py"
 START_TIMEOUT = 30.0
-_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
-_ACCESS = re.compile(r"^(\S+) <(\d+)> (\d+)$")
 
 
 @dataclass(frozen=True)
@@ -54,22 +49,18 @@ class Reply:
 class Server:
     port: int
     process: subprocess.Popen
-    access_log: Path
     error_log: Path
 
     def request(
         self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b""
     ) -> Reply:
-        """One request over a fresh connection, so that any worker may take it."""
-        request_id = uuid.uuid4().hex
+        """One request over a fresh connection, so that any worker may take it; it carries
+        a request id of its own unless ``headers`` give one."""
+        headers = {"X-Request-ID": uuid.uuid4().hex, **(headers or {})}
+        request_id = headers["X-Request-ID"]
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            connection.request(
-                method,
-                path,
-                body=body or None,
-                headers={**(headers or {}), "X-Test-Id": request_id},
-            )
+            connection.request(method, path, body=body or None, headers=headers)
             response = connection.getresponse()
             return Reply(response.status, response.headers, response.read(), request_id)
         finally:
@@ -82,48 +73,19 @@ class Server:
         while True:
             # A worker logs a request just after answering it: wait for the lines, bounded.
             served = {}
-            for line in self.access_log.read_text().splitlines():
-                match = _ACCESS.match(line)
-                if match and match[1] in wanted:
-                    served[match[1]] = int(match[2])
+            for line in self.log().splitlines():
+                try:
+                    logged = json.loads(line)
+                except ValueError:
+                    continue  # granian's own lines
+                if isinstance(logged, dict) and logged.get("request_id") in wanted:
+                    served[logged["request_id"]] = logged["pid"]
             if len(served) == len(wanted) or time.monotonic() > deadline:
                 return served
             time.sleep(0.05)
 
     def log(self) -> str:
         return self.error_log.read_text()
-
-
-@contextmanager
-def gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterator[Server]:
-    """A running ``gunicorn -w workers 'app:create_app()'`` with ``env`` over the environment."""
-    access_log, error_log = tmp_path / "access.log", tmp_path / "error.log"
-    access_log.touch()
-    command = [
-        str(GUNICORN),
-        f"--workers={workers}",
-        "--bind=127.0.0.1:0",
-        "--no-control-socket",  # its default path is shared by every gunicorn on the machine
-        f"--access-logfile={access_log}",
-        "--access-logformat=%({x-test-id}i)s %(p)s %(s)s",
-        f"--error-logfile={error_log}",
-        "app:create_app()",
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        server = Server(_wait_for_port(process, error_log), process, access_log, error_log)
-        _wait_until_healthy(server)
-        yield server
-    finally:
-        stop_process_group(process)
 
 
 @contextmanager
@@ -152,7 +114,7 @@ def production(
             start_new_session=True,
         )
     try:
-        server = Server(port, process, error_log, error_log)
+        server = Server(port, process, error_log)
         _wait_until_healthy(server)
         yield server
     finally:
@@ -176,17 +138,6 @@ class StartFailed(AssertionError):
         super().__init__(f"the server exited with status {returncode}:\n{log}")
         self.returncode = returncode
         self.log = log
-
-
-def _wait_for_port(process: subprocess.Popen, error_log: Path) -> int:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        _fail_if_exited(process, error_log)
-        match = _LISTENING.search(error_log.read_text()) if error_log.exists() else None
-        if match:
-            return int(match[1])
-        time.sleep(0.05)
-    raise TimeoutError(f"gunicorn did not listen within {START_TIMEOUT} s")
 
 
 def _wait_until_healthy(server: Server) -> None:

@@ -1,4 +1,5 @@
-"""The check on a real two-worker gunicorn: revocation is seen by every worker at once."""
+"""The check on the production server with two workers: revocation is seen by every worker
+at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from apikeys import crypto
 from tests.conftest import REDIS_URL, bearer
-from tests.servers import Reply, Server, StartFailed, gunicorn
+from tests.servers import Reply, Server, StartFailed, production
 
 WORKERS = 2
 # Requests come in rounds of parallel fresh connections until every worker has served
@@ -32,7 +33,7 @@ def server(tmp_path, redis_client, admin_secret):
         "RATE_LIMIT_PER_KEY": "100000/minute",
         "RATE_LIMIT_FAILED_AUTH": "100000/minute",
     }
-    with gunicorn(tmp_path, env, workers=WORKERS) as server:
+    with production(tmp_path, env, workers=WORKERS) as server:
         yield server
 
 
@@ -83,7 +84,7 @@ def test_a_faulty_policy_file_stops_the_server_naming_the_line(tmp_path, redis_c
         "REDIS_URL": REDIS_URL,
         "APIKEYS_POLICY_FILE": str(policy),
     }
-    with pytest.raises(StartFailed) as failure, gunicorn(tmp_path, env):
+    with pytest.raises(StartFailed) as failure, production(tmp_path, env):
         pass
     assert failure.value.returncode != 0
     assert f"{policy}, line 2: unknown scope 'read:everything'" in failure.value.log
