@@ -45,7 +45,7 @@ OPERATIONS_JS = """blocks => blocks.map(block => [
 class Visit:
     """What the browser did while showing the page."""
 
-    operations: set[tuple[str, str, str]]
+    operations: set[tuple[str, str, str]] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
 
@@ -53,7 +53,9 @@ class Visit:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("docs")
-    env = {name: "" for name in SETTINGS} | {"DATABASE_URL": f"sqlite:///{directory / 'a.db'}"}
+    # The machine's settings cleared: SQLite in the test's directory, limits in memory.
+    env = {name: "" for name in SETTINGS}
+    env["DATABASE_URL"] = f"sqlite:///{directory / 'apikeys.db'}"
     with production(directory, env, workers=1) as server:
         yield server
 
@@ -61,7 +63,7 @@ def service(tmp_path_factory) -> Iterator[Server]:
 def visit_docs(server: Server, profile: Path) -> Visit:
     """Open /api/docs and wait for Swagger UI to render its operations."""
     local = f"127.0.0.1:{server.port}"
-    visit = Visit(operations=set())
+    visit = Visit()
 
     def only_this_service(route: Route) -> None:
         # Refused at once rather than left to time out: the page must not need it.
