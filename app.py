@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from apikeys import config as settings
 from apikeys import db, errors, logs, metrics, policy, ratelimit, startup
 from apikeys.auth import SECURITY_SCHEMES
+from apikeys.routes import docs
 from schemas.errors import ErrorSchema
 
 
@@ -34,8 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        # Pinned: the docs page is where operators paste keys.
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/",
+        # Served by the service itself (apikeys.routes.docs): no CDN, works offline.
+        OPENAPI_SWAGGER_UI_URL=docs.URL,
     )
     app.config.update(settings.from_environment())
     app.config.update(config or {})
@@ -65,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(check.blp)
     api.register_blueprint(health.blp)
+    app.register_blueprint(docs.bp)
     for command in COMMANDS:
         app.cli.add_command(command)
     return app
