@@ -78,7 +78,11 @@ class Server:
                     logged = json.loads(line)
                 except ValueError:
                     continue  # granian's own lines
-                if isinstance(logged, dict) and logged.get("request_id") in wanted:
+                if (
+                    isinstance(logged, dict)
+                    and logged.get("logger") == "apikeys.request"
+                    and logged["request_id"] in wanted
+                ):
                     served[logged["request_id"]] = logged["pid"]
             if len(served) == len(wanted) or time.monotonic() > deadline:
                 return served
