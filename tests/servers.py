@@ -127,7 +127,7 @@ def production(
 
 def wait_for_workers(server: Server, count: int) -> None:
     """Until ``count`` workers of the production server have started: it answers as soon as
-    one has, and a test that breaks the database before the others have would stop them."""
+    one has, and a test may want every worker to meet the fault it makes."""
     deadline = time.monotonic() + START_TIMEOUT
     while server.log().count("[INFO] Started worker-") < count:
         if time.monotonic() > deadline:

@@ -278,7 +278,7 @@ def test_under_another_process_write_lock_the_production_server_keeps_answering(
         "LAST_USED_INTERVAL_SECONDS": "0",  # every check is due to write
     }
     with production(tmp_path, env, workers=2) as server:
-        wait_for_workers(server, 2)  # a worker that starts under the lock cannot migrate
+        wait_for_workers(server, 2)  # both workers meet the lock
         with write_lock_held(str(path)):
             started = time.monotonic()
             with ThreadPoolExecutor(max_workers=8) as clients:

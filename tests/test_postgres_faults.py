@@ -37,8 +37,8 @@ def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recover
             "DATABASE_TIMEOUT": str(DATABASE_TIMEOUT),
         }
         with production(tmp_path, env, workers=2) as server:
-            # Both workers up: one that starts while the database is down cannot migrate,
-            # exits, and granian then stops (a known gap, not what this test is about).
+            # Both workers up, so that both meet the outage (a worker started during one
+            # is tests/test_startup.py's).
             wait_for_workers(server, 2)
             assert [_requests(server, secret, i).status for i in range(6)] == [200, 200, 201] * 2
             database.stop()
