@@ -1,11 +1,10 @@
-"""Rate limits for the hot path: a worker spends a caller's budget from a lease of it.
+"""Rate-limit budgets: one step that spends a request's budget, for the API's routes and
+for the check alike, on the same counters and with the same recovery.
 
-flask-limiter asks Redis twice on every request (the hit, then the window for the
-headers), which costs the check more than all the rest of its work (bench/README.md).
-Here a worker takes a lease of several units of a budget in one round trip, on
-flask-limiter's own counters and keys, and spends the units in-process until they run
-out or Redis's window rolls over. The API's routes, still limited by flask-limiter, and
-the checks spend one budget.
+An API request spends one unit, counted in Redis as it is spent: one round trip, which
+also answers the window's state for the RateLimit headers. The check, the hot path, takes
+a lease of several units of a budget in one round trip and spends them in-process until
+they run out or Redis's window rolls over (bench/README.md has what that saves).
 
 What holds: a limit never admits more than it allows, across workers and instances,
 because a unit is counted in Redis when it is leased. What it costs: a unit leased but
@@ -14,13 +13,14 @@ be refused a little before its limit. Leases shrink as the budget runs down (a s
 of what remains), so a budget near its end, or too small to share, is spent one unit per
 round trip, exactly.
 
-A lease is taken by one Lua script, ``limits``' own acquisition on the same keys that
-also answers the window's state, in one atomic round trip: a lease can never outlive
-the window its units are counted in. When Redis does not answer, budgets are counted in
-this process's memory (flask-limiter's fallback storage, so the routes and the check
-still spend one budget), one unit at a time, and one request every few seconds tries
-Redis again. Without Redis at all (local use) there is no round trip to save, so no
-lease: every unit is counted as it is spent.
+A unit is taken by one Lua script, ``limits``' sliding-window acquisition on its keys
+(so that counters stay those flask-limiter kept before), taking ``wanted`` units or else
+one and answering the window's state, in one atomic round trip: a lease can never outlive
+the window its units are counted in. When Redis fails (down, paused past the socket
+timeout, out of memory), budgets are counted in this process's memory, one unit at a
+time, for the routes and the check alike, and one request every RETRY_SECONDS tries
+Redis again: a paused Redis costs one request per interval the socket timeout, not every
+request. Without Redis at all (local use) every unit is counted in memory as it is spent.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from limits import RateLimitItem
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from redis import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ LEASE_MAX = 100
 LEASES_KEPT = 10_000
 #: Seconds between attempts to reach Redis again after it failed.
 RETRY_SECONDS = 2.0
-#: flask-limiter's words, so that one log search finds both.
+#: The words flask-limiter logged for the same event, so that one log search finds both.
 FALLING_BACK = "Rate limit storage unreachable - falling back to in-memory storage"
 
 #: limits' acquire_sliding_window.lua (limits 5), on the same keys with the same
@@ -123,51 +124,48 @@ class _Lease:
 
 
 class LeasedLimiter:
-    """Sliding-window-counter limits on ``storage``, spent from this worker's leases when
-    it is Redis; counted in ``fallback`` (memory) while Redis does not answer.
+    """Sliding-window-counter budgets on ``storage`` (flask-limiter's), counted in this
+    process's memory while it is Redis and Redis fails; one of them per app, shared by
+    every route it limits, so that all of them leave and return to Redis together.
 
-    RateLimit-Remaining is what Redis had left when this worker last took a lease of the
-    budget, plus the units of that lease it has not spent: others' spending since then
-    shows at the next lease.
+    A request spends one unit counted in Redis as it is spent, or (``lease=True``, the
+    hot path) from this worker's lease. RateLimit-Remaining from a lease is what Redis had
+    left when this worker last took a lease of the budget, plus the units of that lease
+    it has not spent: others' spending since then shows at the next lease.
     """
 
-    def __init__(
-        self,
-        storage: Storage,
-        fallback: Storage | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, storage: Storage, clock: Callable[[], float] = time.monotonic) -> None:
         self._storage = storage
-        self._fallback = fallback or MemoryStorage()
-        self._take_lease = (
-            storage.get_connection().register_script(_TAKE_LEASE)
-            if isinstance(storage, RedisStorage)
-            else None
-        )
+        self._memory = MemoryStorage()
+        self._redis = storage.get_connection() if isinstance(storage, RedisStorage) else None
+        self._take_lease = self._redis.register_script(_TAKE_LEASE) if self._redis else None
         self._clock = clock
         self._down = False
         self._retry_at = 0.0
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
 
-    def spend(self, item: RateLimitItem, *identifiers: str) -> Window:
-        """Spend one unit of the budget ``item`` for ``identifiers`` (flask-limiter's)."""
+    def spend(self, item: RateLimitItem, *identifiers: str, lease: bool = True) -> Window:
+        """Spend one unit of the budget ``item`` for ``identifiers``: from a lease of it,
+        or (``lease=False``) counted in Redis as it is spent."""
         key = _key_for(item, identifiers)
+        held = None
         with self._lock:
             now = self._clock()
-            lease = self._leases.pop(key, None)
-            if lease and lease.units and now < lease.ends_at:
-                lease.units -= 1
-                self._keep(key, lease)
-                return lease.window(item.amount, now)
-            ask_redis = self._take_lease is not None and (not self._down or now >= self._retry_at)
+            if lease:
+                held = self._leases.pop(key, None)
+                if held and held.units and now < held.ends_at:
+                    held.units -= 1
+                    self._keep(key, held)
+                    return held.window(item.amount, now)
+            ask_redis = self._redis is not None and (not self._down or now >= self._retry_at)
             if ask_redis and self._down:
                 # This request tries Redis again; the others go on in memory meanwhile.
                 self._retry_at = now + RETRY_SECONDS
         if ask_redis:
-            known = lease.remaining if lease else item.amount
+            size = _lease_size(held.remaining if held else item.amount) if lease else 1
             try:
-                window, lease = self._lease(item, key, known, now)
+                window, taken = self._lease(item, key, size, now)
             except RedisError:
                 self._failed()
             else:
@@ -175,17 +173,37 @@ class LeasedLimiter:
                     if self._down:
                         log.info("Rate limit storage recovered")
                         self._down = False
-                    if lease:
-                        self._keep(key, self._merged(key, lease, now))
+                    if taken and lease:
+                        self._keep(key, self._merged(key, taken, now))
                 return window
-        return _counted(self._storage if self._take_lease is None else self._fallback, item, key)
+        return _counted(self._storage if self._redis is None else self._memory, item, key)
+
+    def held(self) -> dict[str, int]:
+        """The units of each lease this worker holds, by budget key."""
+        with self._lock:
+            return {key: lease.units for key, lease in self._leases.items()}
+
+    def storage_state(self) -> str:
+        """Whether Redis takes a write now: "ok", "refusing writes" (out of memory, a
+        read-only replica) or "down"; "not configured" when budgets live in memory.
+
+        A write, not a PING: a Redis out of memory still answers PING. Bounded by the
+        storage's socket timeouts."""
+        if self._redis is None:
+            return "not configured"
+        try:
+            self._redis.set(self._storage.prefixed_key("apikeys-probe"), 1, px=1000)
+        except (OutOfMemoryError, ReadOnlyError):
+            return "refusing writes"
+        except RedisError:
+            return "down"
+        return "ok"
 
     def _lease(
-        self, item: RateLimitItem, key: str, known: int, now: float
+        self, item: RateLimitItem, key: str, size: int, now: float
     ) -> tuple[Window, _Lease | None]:
-        """A lease of a sixteenth of the ``known`` remainder (or of one unit, when fewer
-        remain), one of its units spent now; or the refusal. One atomic round trip."""
-        size = max(1, min(LEASE_MAX, known // LEASE_SHARE))
+        """A lease of ``size`` units (or of one, when fewer remain), one of its units spent
+        now; or the refusal. One atomic round trip."""
         # limits' keys for the previous and the current window, under its prefix ({key}
         # keeps the two on one node of a Redis cluster).
         windows = [f"{{{key}}}/-1", f"{{{key}}}"]
@@ -223,6 +241,11 @@ class LeasedLimiter:
                 log.warning(FALLING_BACK)
             # Units already leased stay spendable: Redis counted them.
             self._down, self._retry_at = True, self._clock() + RETRY_SECONDS
+
+
+def _lease_size(known: int) -> int:
+    """A sixteenth of the ``known`` remainder, or one unit when fewer remain."""
+    return max(1, min(LEASE_MAX, known // LEASE_SHARE))
 
 
 @functools.lru_cache(maxsize=LEASES_KEPT)

@@ -153,7 +153,7 @@ def test_leases_kept_are_bounded(storage, monkeypatch):
     callers = [("key/" + secrets.token_hex(4), "caller") for _ in range(25)]
     for caller in callers:
         worker.spend(item, *caller)
-    assert len(worker._leases) == 10
+    assert len(worker.held()) == 10
     # The oldest are dropped with their units: spending again takes a new lease.
     worker.spend(item, *callers[0])
     assert counted(storage, item, callers[0]) == 200
@@ -220,5 +220,5 @@ def test_threads_of_one_worker_never_spend_a_unit_twice(storage, caller):
     for thread in threads:
         thread.join()
     assert len(outcomes) == 4000
-    assert outcomes.count(True) == 3000 - sum(lease.units for lease in worker._leases.values())
+    assert outcomes.count(True) == 3000 - sum(worker.held().values())
     assert counted(storage, item, caller) == 3000
