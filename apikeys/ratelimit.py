@@ -96,8 +96,7 @@ def _spend(lease: bool) -> None:
         return
     caller, limits = _budget()
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX", "")
-    # The keys flask-limiter gave these budgets (a limit shared under the scope "caller"):
-    # instances of the previous release count on the same ones.
+    # The names flask-limiter gave these budgets (a limit shared under the scope "caller").
     identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
     shown = None
     for item in _parsed(limits):
