@@ -155,6 +155,7 @@ class LeasedLimiter:
         self._retry_at = 0.0
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
+        self._state = ("ok", 0.0)  # the storage's last known state, until when it holds
 
     def spend(self, item: RateLimitItem, *identifiers: str, lease: bool = True) -> Window:
         """Spend one unit of the budget ``item`` for ``identifiers``: from a lease of it,
@@ -181,20 +182,28 @@ class LeasedLimiter:
             return {key: lease.units for key, lease in self._leases.items()}
 
     def storage_state(self) -> str:
-        """Whether Redis takes a write now: "ok", "refusing writes" (out of memory, a
-        read-only replica) or "down"; "not configured" when budgets live in memory.
+        """Whether Redis takes a write: "ok", "refusing writes" (out of memory, a read-only
+        replica) or "down"; "not configured" when budgets live in memory.
 
-        A write, not a PING: a Redis out of memory still answers PING. Bounded by the
-        storage's socket timeouts."""
+        A write, not a PING: a Redis out of memory still answers PING. Asked at most once
+        every RETRY_SECONDS, so that readiness probes and scrapes, like requests, wait on a
+        hung Redis (up to the socket timeout) once per interval, not each time."""
         if self._redis is None:
             return "not configured"
+        state, expires = self._state
+        now = self._clock()
+        if now < expires:
+            return state
+        self._state = (state, now + RETRY_SECONDS)  # others answer the last state meanwhile
         try:
             self._redis.set(self._storage.prefixed_key("apikeys-probe"), 1, px=1000)
+            state = "ok"
         except (OutOfMemoryError, ReadOnlyError):
-            return "refusing writes"
+            state = "refusing writes"
         except RedisError:
-            return "down"
-        return "ok"
+            state = "down"
+        self._state = (state, now + RETRY_SECONDS)
+        return state
 
     def _may_ask_redis(self, now: float) -> bool:
         """Whether this request asks Redis: always while it answers; while it fails, one

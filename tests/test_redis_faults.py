@@ -72,6 +72,18 @@ def readiness(server: Server) -> tuple[int, str]:
     return reply.status, body["checks"]["redis"]
 
 
+def settles_at(server: Server, state: str, timeout: float = 10.0) -> str:
+    """What /readyz says of Redis once it says ``state`` (it asks Redis at most every
+    RETRY_SECONDS per worker), or after ``timeout``; it must answer 200 throughout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, said = readiness(server)
+        assert status == 200, said
+        if said == state or time.monotonic() > deadline:
+            return said
+        time.sleep(0.2)
+
+
 def storage_up(server: Server) -> str:
     for line in server.request("GET", "/metrics").body.decode().splitlines():
         if line.startswith("apikeys_ratelimit_storage_up "):
@@ -135,13 +147,13 @@ def test_redis_out_of_memory_serves_from_memory_and_says_so(own_redis, server, s
         str(LIMIT - 3),
         str(LIMIT - 4),
     }
-    assert readiness(server) == (200, "ok")
+    assert settles_at(server, "ok") == "ok"
     assert storage_up(server) == "1.0"
 
 
 def test_redis_paused_or_down_costs_no_request_more_than_the_timeout(own_redis, server, secret):
     process, _ = own_redis
-    assert readiness(server) == (200, "ok")
+    assert settles_at(server, "ok") == "ok"
     process.send_signal(signal.SIGSTOP)
     slowest, statuses = 0.0, Counter()
     try:
@@ -156,11 +168,13 @@ def test_redis_paused_or_down_costs_no_request_more_than_the_timeout(own_redis, 
     finally:
         process.send_signal(signal.SIGCONT)
     print(f"Redis paused: slowest request {slowest:.3f} s; statuses {dict(statuses)}")
-    assert set(statuses) <= {200, 429}, statuses
+    # Served, and limited in memory (/readyz answers often enough to spend the budgets).
+    assert set(statuses) <= {200, 429} and statuses[200], statuses
     # The storage's socket timeout is 0.5 s; the margin is for a busy machine.
     assert slowest < 1.2, slowest
     process.kill()
     process.wait()
-    assert readiness(server) == (200, "down")
+    assert settles_at(server, "down") == "down"
+    time.sleep(RETRY_SECONDS)  # until every worker has asked Redis again
     assert storage_up(server) == "0.0"
-    assert set(mixed(server, secret, 4)) == {200}
+    assert set(mixed(server, secret, 4)) <= {200, 429}
