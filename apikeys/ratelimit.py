@@ -11,8 +11,9 @@ fails, budgets are counted in memory and requests are still served and authentic
 
 flask-limiter is the service's rate-limit library by name and configuration: its
 ``Limiter`` builds the storage from ``RATELIMIT_STORAGE_URI`` and
-``RATELIMIT_STORAGE_OPTIONS``, reads ``RATELIMIT_ENABLED`` and ``RATELIMIT_KEY_PREFIX``.
-It declares no limit of its own: the spending is done here, on ``limits``' public API.
+``RATELIMIT_STORAGE_OPTIONS`` and reads ``RATELIMIT_ENABLED``; budgets are named under
+``RATELIMIT_KEY_PREFIX`` as it named them. It declares no limit of its own and runs no
+hook on the app's requests: the spending is done here, on ``limits``' public API.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def init_app(app: Flask) -> Limiter:
     else:
         app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     limiter = Limiter(key_func=get_remote_address)
-    limiter.init_app(app)
+    limiter.init_app(_settings_of(app))
     app.extensions["apikeys.limiter"] = limiter
     app.extensions["apikeys.budgets"] = LeasedLimiter(limiter.storage) if limiter.enabled else None
     return limiter
@@ -118,6 +119,20 @@ def _budget() -> tuple[str, str]:
     if principal:
         return f"key/{principal.key_id}", current_app.config["RATE_LIMIT_PER_KEY"]
     return f"address/{get_remote_address()}", current_app.config["RATE_LIMIT_FAILED_AUTH"]
+
+
+def _settings_of(app: Flask) -> Flask:
+    """A Flask object with ``app``'s settings that serves nothing, for flask-limiter to
+    initialise on: it builds the storage from them and registers its request hooks there.
+
+    On ``app`` those hooks would run on every request, /healthz and the check included,
+    with no limit of flask-limiter's own to apply (the blueprints spend their budgets
+    themselves), at about the cost of /healthz's own work; flask-limiter has no public
+    way to confine them.
+    """
+    holder = Flask(app.import_name)
+    holder.config.update(app.config)
+    return holder
 
 
 def _automatic_options() -> bool:
