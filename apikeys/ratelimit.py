@@ -19,6 +19,8 @@ hook on the app's requests: the spending is done here, on ``limits``' public API
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
@@ -67,11 +69,13 @@ def init_app(app: Flask) -> Limiter:
 def spend_budget() -> None:
     """Spend one unit of the request's budget, counted as it is spent; RateLimited when
     the budget is spent. A ``before_request`` for a blueprint."""
-    _spend(lease=False)
+    if not _automatic_options():
+        _spend(lease=False)
 
 
 def spend_budget_from_lease() -> None:
-    """``spend_budget``, from this worker's lease of the budget: for the hot path."""
+    """``spend_budget``, from this worker's lease of the budget: for the hot path, whose
+    routes answer OPTIONS themselves (the check does, as a check)."""
     _spend(lease=True)
 
 
@@ -92,11 +96,12 @@ def storage_state(app: Flask) -> str:
 
 
 def _spend(lease: bool) -> None:
-    budgets: LeasedLimiter | None = current_app.extensions["apikeys.budgets"]
-    if budgets is None or _automatic_options():
+    app = current_app
+    budgets: LeasedLimiter | None = app.extensions["apikeys.budgets"]
+    if budgets is None:
         return
-    caller, limits = _budget()
-    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX", "")
+    caller, limits = _budget(app.config)
+    prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
     # The names flask-limiter gave these budgets (a limit shared under the scope "caller").
     identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
     shown = None
@@ -112,13 +117,13 @@ def _spend(lease: bool) -> None:
         raise RateLimited()
 
 
-def _budget() -> tuple[str, str]:
+def _budget(config: Mapping[str, Any]) -> tuple[str, str]:
     """Whose budget a request spends, and its limits: its key's, or its address's when it
     fails to authenticate."""
     principal = current_principal()
     if principal:
-        return f"key/{principal.key_id}", current_app.config["RATE_LIMIT_PER_KEY"]
-    return f"address/{get_remote_address()}", current_app.config["RATE_LIMIT_FAILED_AUTH"]
+        return f"key/{principal.key_id}", config["RATE_LIMIT_PER_KEY"]
+    return f"address/{get_remote_address()}", config["RATE_LIMIT_FAILED_AUTH"]
 
 
 def _settings_of(app: Flask) -> Flask:
