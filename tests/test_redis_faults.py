@@ -32,7 +32,7 @@ def secret():
 
 
 @pytest.fixture
-def own_redis(tmp_path):
+def breakable_redis(tmp_path):
     directory = tmp_path / "redis"
     directory.mkdir()
     with redis_server(directory) as (process, url):
@@ -40,10 +40,10 @@ def own_redis(tmp_path):
 
 
 @pytest.fixture
-def server(tmp_path, own_redis, secret):
+def server(tmp_path, breakable_redis, secret):
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'apikeys.db'}",
-        "REDIS_URL": own_redis[1],
+        "REDIS_URL": breakable_redis[1],
         "APIKEYS_BOOTSTRAP_KEY": secret,
         "RATE_LIMIT_PER_KEY": f"{LIMIT}/minute",
         "RATE_LIMIT_FAILED_AUTH": "1000/minute",
@@ -92,9 +92,9 @@ def storage_up(server: Server) -> str:
 
 
 def test_after_a_redis_outage_routes_and_checks_return_to_one_budget(
-    tmp_path, own_redis, server, secret
+    tmp_path, breakable_redis, server, secret
 ):
-    process, url = own_redis
+    process, url = breakable_redis
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     assert mixed(server, secret, 2) == [200, 200]
     process.kill()
@@ -120,8 +120,8 @@ def test_after_a_redis_outage_routes_and_checks_return_to_one_budget(
     assert after[200] == LIMIT, after
 
 
-def test_redis_out_of_memory_serves_from_memory_and_says_so(own_redis, server, secret):
-    _, url = own_redis
+def test_redis_out_of_memory_serves_from_memory_and_says_so(breakable_redis, server, secret):
+    _, url = breakable_redis
     client = redis.Redis.from_url(url)
     assert mixed(server, secret, 2) == [200, 200]
     client.config_set("maxmemory-policy", "noeviction")
@@ -151,8 +151,10 @@ def test_redis_out_of_memory_serves_from_memory_and_says_so(own_redis, server, s
     assert storage_up(server) == "1.0"
 
 
-def test_redis_paused_or_down_costs_no_request_more_than_the_timeout(own_redis, server, secret):
-    process, _ = own_redis
+def test_redis_paused_or_down_costs_no_request_more_than_the_timeout(
+    breakable_redis, server, secret
+):
+    process, _ = breakable_redis
     assert settles_at(server, "ok") == "ok"
     process.send_signal(signal.SIGSTOP)
     slowest, statuses = 0.0, Counter()
