@@ -42,6 +42,11 @@ HEADER_READ_TIMEOUT_MS = 10_000
 WORKERS_KILL_TIMEOUT = 30
 #: Connections waiting to be accepted.
 BACKLOG = 1024
+#: Connections a worker holds at once; past them it accepts no more. An idle connection
+#: costs the worker a task and a socket, and is closed after HEADER_READ_TIMEOUT_MS
+#: without its headers; granian's default (BACKLOG / workers: 512 with 2 workers) let
+#: about 1,100 idle connections stop the whole server, /healthz included.
+CONNECTIONS_PER_WORKER = 4096
 
 
 def server(target: str = "app:create_app") -> Granian:
@@ -55,6 +60,7 @@ def server(target: str = "app:create_app") -> Granian:
         port=int(os.environ.get("PORT", "8000")),
         workers=WORKERS,
         backlog=BACKLOG,
+        backpressure=CONNECTIONS_PER_WORKER,
         http=HTTPModes.http1,
         websockets=False,
         http1_settings=HTTP1Settings(
