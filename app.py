@@ -61,7 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from apikeys.cli import COMMANDS
     from apikeys.routes import api_keys, check, health
 
-    ratelimit.init_app(app, guarded=[api_keys.blp], leased=[check.blp])
+    ratelimit.init_app(app)
     metrics.init_app(app)
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(check.blp)

@@ -38,12 +38,20 @@ WORKERS = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 #: two cores; the second keeps a worker answering while one request waits on the
 #: database's write lock.
 APP_THREADS = 2
+#: Paths whose requests run in APP_THREADS threads of their own: the sidecar's hot path
+#: never queues behind key management waiting on the database's write lock.
+OWN_THREADS = ("/api/v1/auth/check",)
 #: Milliseconds a client may take to send its request headers.
 HEADER_READ_TIMEOUT_MS = 10_000
 #: Seconds a worker may take to finish its requests on shutdown before it is killed.
 WORKERS_KILL_TIMEOUT = 30
 #: Connections waiting to be accepted.
 BACKLOG = 1024
+#: Connections a worker holds at once; past them it accepts no more. An idle connection
+#: costs the worker a task and a socket, and is closed after HEADER_READ_TIMEOUT_MS
+#: without its headers; granian's default (BACKLOG / workers: 512 with 2 workers) let
+#: about 1,100 idle connections stop the whole server, /healthz included.
+CONNECTIONS_PER_WORKER = 4096
 
 
 def server(target: str = "app:create_app") -> Granian:
@@ -57,6 +65,7 @@ def server(target: str = "app:create_app") -> Granian:
         port=int(os.environ.get("PORT", "8000")),
         workers=WORKERS,
         backlog=BACKLOG,
+        backpressure=CONNECTIONS_PER_WORKER,
         http=HTTPModes.http1,
         websockets=False,
         http1_settings=HTTP1Settings(
@@ -106,7 +115,7 @@ def prepare_database(settings: dict[str, Any]) -> None:
 def serve(target: str = "app:create_app") -> None:
     if target == "app:create_app":
         prepare_database(check_settings())
-    loader = functools.partial(serving.load, threads=APP_THREADS)
+    loader = functools.partial(serving.load, threads=APP_THREADS, own_threads=OWN_THREADS)
     server(target).serve(target_loader=loader)
 
 

@@ -1,11 +1,10 @@
-"""Rate limits for the hot path: a worker spends a caller's budget from a lease of it.
+"""Rate-limit budgets: one step that spends a request's budget, for the API's routes and
+for the check alike, on the same counters and with the same recovery.
 
-flask-limiter asks Redis twice on every request (the hit, then the window for the
-headers), which costs the check more than all the rest of its work (bench/README.md).
-Here a worker takes a lease of several units of a budget in one round trip, on
-flask-limiter's own counters and keys, and spends the units in-process until they run
-out or Redis's window rolls over. The API's routes, still limited by flask-limiter, and
-the checks spend one budget.
+An API request spends one unit, counted in Redis as it is spent: one round trip, which
+also answers the window's state for the RateLimit headers. The check, the hot path, takes
+a lease of several units of a budget in one round trip and spends them in-process until
+they run out or Redis's window rolls over (bench/README.md has what that saves).
 
 What holds: a limit never admits more than it allows, across workers and instances,
 because a unit is counted in Redis when it is leased. What it costs: a unit leased but
@@ -14,13 +13,14 @@ be refused a little before its limit. Leases shrink as the budget runs down (a s
 of what remains), so a budget near its end, or too small to share, is spent one unit per
 round trip, exactly.
 
-A lease is taken by one Lua script, ``limits``' own acquisition on the same keys that
-also answers the window's state, in one atomic round trip: a lease can never outlive
-the window its units are counted in. When Redis does not answer, budgets are counted in
-this process's memory (flask-limiter's fallback storage, so the routes and the check
-still spend one budget), one unit at a time, and one request every few seconds tries
-Redis again. Without Redis at all (local use) there is no round trip to save, so no
-lease: every unit is counted as it is spent.
+Units are taken by a small Lua script of this module's own (``BUDGET_SCRIPT``: a sliding
+window counter in one hash per budget, on Redis's clock), which takes a lease or else one
+unit and answers the window's state in one atomic round trip: a lease can never outlive
+the window its units are counted in. When Redis fails (down, paused past the socket
+timeout, out of memory), budgets are counted in this process's memory, one unit at a
+time, for the routes and the check alike, and one request every RETRY_SECONDS tries
+Redis again: a paused Redis costs one request per interval the socket timeout, not every
+request. Without Redis at all (local use) every unit is counted in memory as it is spent.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem
 from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from redis import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 log = logging.getLogger(__name__)
 
@@ -48,45 +50,52 @@ LEASE_MAX = 100
 LEASES_KEPT = 10_000
 #: Seconds between attempts to reach Redis again after it failed.
 RETRY_SECONDS = 2.0
-#: flask-limiter's words, so that one log search finds both.
+#: The words flask-limiter logged for the same event, so that one log search finds both.
 FALLING_BACK = "Rate limit storage unreachable - falling back to in-memory storage"
 
-#: limits' acquire_sliding_window.lua (limits 5), on the same keys with the same
-#: roll-over, but taking ``wanted`` units or else one, and answering the window's state
-#: after the hit: the lease and the window it belongs to, read atomically.
-_TAKE_LEASE = """
-local limit = tonumber(ARGV[1])
-local expiry = tonumber(ARGV[2]) * 1000
-local wanted = tonumber(ARGV[3])
+#: One budget's sliding window, in one hash of its own: the current window's start (on
+#: Redis's clock, in ms) and count, and the previous window's count, which weighs in as
+#: much as the sliding window still covers of it. Takes the ``wanted`` units, or else
+#: one, or none; answers what it granted and the window's state after it, atomically:
+#: {granted, remaining, ms until a spent unit frees, ms until the current window ends}.
+BUDGET_SCRIPT = """
+local limit, window, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
-local current_ttl = tonumber(redis.call('pttl', KEYS[2]))
-if current_ttl > 0 and current_ttl < expiry then
-    -- Current window expired, shift it to the previous window
-    redis.call('rename', KEYS[2], KEYS[1])
-    redis.call('set', KEYS[2], 0, 'PX', current_ttl + expiry)
+local state = redis.call('HMGET', KEYS[1], 'start', 'current', 'previous')
+local start = tonumber(state[1])
+local current, previous = tonumber(state[2]) or 0, tonumber(state[3]) or 0
+if start == nil or now >= start + 2 * window then
+    start, current, previous = now, 0, 0
+elseif now >= start + window then
+    start, current, previous = start + window, 0, current
 end
 
-local previous_count = tonumber(redis.call('get', KEYS[1])) or 0
-local previous_ttl = math.max(0, tonumber(redis.call('pttl', KEYS[1])) or 0)
-local current_count = tonumber(redis.call('get', KEYS[2])) or 0
-local weighted_count = math.floor(previous_count * previous_ttl / expiry) + current_count
-
+local left = start + window - now
+local weighted = math.floor(previous * left / window)
 local granted = 0
-if weighted_count + wanted <= limit then
+if weighted + current + wanted <= limit then
     granted = wanted
-elseif weighted_count + 1 <= limit then
+elseif weighted + current + 1 <= limit then
     granted = 1
 end
 if granted > 0 then
-    if redis.call('exists', KEYS[2]) == 1 then
-        redis.call('incrby', KEYS[2], granted)
-    else
-        redis.call('set', KEYS[2], granted, 'PX', expiry * 2)
-    end
+    current = current + granted
+    redis.call('HSET', KEYS[1], 'start', start, 'current', current, 'previous', previous)
+    redis.call('PEXPIRE', KEYS[1], left + window)
 end
-current_count = tonumber(redis.call('get', KEYS[2])) or 0
-current_ttl = math.max(0, tonumber(redis.call('pttl', KEYS[2])) or 0)
-return {granted, previous_count, previous_ttl, current_count, current_ttl}
+
+-- A unit frees when the previous window's weighted count drops by one, or (at the
+-- earliest) when the current window ends.
+local frees = 0
+if weighted > 0 then
+    frees = left - weighted * window / previous
+end
+if current > 0 and (weighted == 0 or left < frees) then
+    frees = left
+end
+return {granted, math.max(0, limit - weighted - current), math.ceil(frees), left}
 """
 
 
@@ -123,83 +132,120 @@ class _Lease:
 
 
 class LeasedLimiter:
-    """Sliding-window-counter limits on ``storage``, spent from this worker's leases when
-    it is Redis; counted in ``fallback`` (memory) while Redis does not answer.
+    """Sliding-window-counter budgets on ``storage`` (flask-limiter's), counted in this
+    process's memory while it is Redis and Redis fails; one of them per app, shared by
+    every route it limits, so that all of them leave and return to Redis together.
 
-    RateLimit-Remaining is what Redis had left when this worker last took a lease of the
-    budget, plus the units of that lease it has not spent: others' spending since then
-    shows at the next lease.
+    A request spends one unit counted in Redis as it is spent, or (``lease=True``, the
+    hot path) from this worker's lease. RateLimit-Remaining from a lease is what Redis had
+    left when this worker last took a lease of the budget, plus the units of that lease
+    it has not spent: others' spending since then shows at the next lease.
     """
 
-    def __init__(
-        self,
-        storage: Storage,
-        fallback: Storage | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, storage: Storage, clock: Callable[[], float] = time.monotonic) -> None:
         self._storage = storage
-        self._fallback = fallback or MemoryStorage()
-        self._take_lease = (
-            storage.get_connection().register_script(_TAKE_LEASE)
-            if isinstance(storage, RedisStorage)
-            else None
+        self._redis = storage.get_connection() if isinstance(storage, RedisStorage) else None
+        self._take = self._redis.register_script(BUDGET_SCRIPT) if self._redis else None
+        # Memory: the storage itself without Redis, or else the fallback while it fails.
+        self._in_memory = SlidingWindowCounterRateLimiter(
+            MemoryStorage() if self._redis else storage
         )
         self._clock = clock
         self._down = False
         self._retry_at = 0.0
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
+        self._state = ("ok", 0.0)  # the storage's last known state, until when it holds
 
-    def spend(self, item: RateLimitItem, *identifiers: str) -> Window:
-        """Spend one unit of the budget ``item`` for ``identifiers`` (flask-limiter's)."""
+    def spend(self, item: RateLimitItem, *identifiers: str, lease: bool = True) -> Window:
+        """Spend one unit of the budget ``item`` for ``identifiers``: from a lease of it,
+        or (``lease=False``) counted in Redis as it is spent; in memory while Redis fails."""
         key = _key_for(item, identifiers)
         with self._lock:
             now = self._clock()
-            lease = self._leases.pop(key, None)
-            if lease and lease.units and now < lease.ends_at:
-                lease.units -= 1
-                self._keep(key, lease)
-                return lease.window(item.amount, now)
-            ask_redis = self._take_lease is not None and (not self._down or now >= self._retry_at)
-            if ask_redis and self._down:
-                # This request tries Redis again; the others go on in memory meanwhile.
-                self._retry_at = now + RETRY_SECONDS
+            held = self._leases.pop(key, None) if lease else None
+            if held and held.units and now < held.ends_at:
+                held.units -= 1
+                self._keep(key, held)
+                return held.window(item.amount, now)
+            ask_redis = self._may_ask_redis(now)
         if ask_redis:
-            known = lease.remaining if lease else item.amount
-            try:
-                window, lease = self._lease(item, key, known, now)
-            except RedisError:
-                self._failed()
-            else:
-                with self._lock:
-                    if self._down:
-                        log.info("Rate limit storage recovered")
-                        self._down = False
-                    if lease:
-                        self._keep(key, self._merged(key, lease, now))
+            size = _lease_size(held.remaining if held else item.amount) if lease else 1
+            window = self._from_redis(item, key, size, now, keep=lease)
+            if window:
                 return window
-        return _counted(self._storage if self._take_lease is None else self._fallback, item, key)
+        return _counted(self._in_memory, item, identifiers)
+
+    def held(self) -> dict[str, int]:
+        """The units of each lease this worker holds, by budget key."""
+        with self._lock:
+            return {key: lease.units for key, lease in self._leases.items()}
+
+    def storage_state(self) -> str:
+        """Whether Redis takes a write: "ok", "refusing writes" (out of memory, a read-only
+        replica) or "down"; "not configured" when budgets live in memory.
+
+        A write, not a PING: a Redis out of memory still answers PING. Asked at most once
+        every RETRY_SECONDS, so that readiness probes and scrapes, like requests, wait on a
+        hung Redis (up to the socket timeout) once per interval, not each time."""
+        if self._redis is None:
+            return "not configured"
+        state, expires = self._state
+        now = self._clock()
+        if now < expires:
+            return state
+        self._state = (state, now + RETRY_SECONDS)  # others answer the last state meanwhile
+        try:
+            self._redis.set(self._storage.prefixed_key("apikeys-probe"), 1, px=1000)
+            state = "ok"
+        except (OutOfMemoryError, ReadOnlyError):
+            state = "refusing writes"
+        except RedisError:
+            state = "down"
+        self._state = (state, now + RETRY_SECONDS)
+        return state
+
+    def _may_ask_redis(self, now: float) -> bool:
+        """Whether this request asks Redis: always while it answers; while it fails, one
+        request every RETRY_SECONDS tries it again and the others go on in memory."""
+        if self._redis is None:
+            return False
+        if not self._down:
+            return True
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + RETRY_SECONDS
+        return True
+
+    def _from_redis(
+        self, item: RateLimitItem, key: str, size: int, now: float, keep: bool
+    ) -> Window | None:
+        """A unit spent in Redis (the rest of a lease of ``size`` kept if ``keep``); None
+        if Redis failed, which falls back to memory until the next attempt."""
+        try:
+            window, taken = self._lease(item, key, size, now)
+        except RedisError:
+            self._failed()
+            return None
+        with self._lock:
+            if self._down:
+                log.info("Rate limit storage recovered")
+                self._down = False
+            if taken and keep:
+                self._keep(key, self._merged(key, taken, now))
+        return window
 
     def _lease(
-        self, item: RateLimitItem, key: str, known: int, now: float
+        self, item: RateLimitItem, key: str, size: int, now: float
     ) -> tuple[Window, _Lease | None]:
-        """A lease of a sixteenth of the ``known`` remainder (or of one unit, when fewer
-        remain), one of its units spent now; or the refusal. One atomic round trip."""
-        size = max(1, min(LEASE_MAX, known // LEASE_SHARE))
-        # limits' keys for the previous and the current window, under its prefix ({key}
-        # keeps the two on one node of a Redis cluster).
-        windows = [f"{{{key}}}/-1", f"{{{key}}}"]
-        granted, *state = self._take_lease(
-            [self._storage.prefixed_key(window) for window in windows],
-            [item.amount, item.get_expiry(), size],
-        )
-        previous, previous_ttl, current, current_ttl = state
-        remaining, frees_in, ends_in = _window(
-            item, previous, previous_ttl / 1000, current, current_ttl / 1000
+        """A lease of ``size`` units (or of one, when fewer remain), one of its units spent
+        now; or the refusal. One atomic round trip."""
+        granted, remaining, frees_in, ends_in = self._take(
+            [budget_key(self._storage, key)], [item.amount, item.get_expiry() * 1000, size]
         )
         if not granted:
-            return Window(False, item.amount, 0, math.ceil(frees_in)), None
-        lease = _Lease(granted - 1, remaining, now + frees_in, now + ends_in)
+            return Window(False, item.amount, 0, math.ceil(frees_in / 1000)), None
+        lease = _Lease(granted - 1, remaining, now + frees_in / 1000, now + ends_in / 1000)
         return lease.window(item.amount, now), lease
 
     def _merged(self, key: str, lease: _Lease, now: float) -> _Lease:
@@ -225,33 +271,27 @@ class LeasedLimiter:
             self._down, self._retry_at = True, self._clock() + RETRY_SECONDS
 
 
+def _lease_size(known: int) -> int:
+    """A sixteenth of the ``known`` remainder, or one unit when fewer remain."""
+    return max(1, min(LEASE_MAX, known // LEASE_SHARE))
+
+
 @functools.lru_cache(maxsize=LEASES_KEPT)
 def _key_for(item: RateLimitItem, identifiers: tuple[str, ...]) -> str:
-    """``limits``' key for the budget: built once per caller, not on every spend."""
+    """``limits``' name for the budget: built once per caller, not on every spend."""
     return item.key_for(*identifiers)
 
 
-def _counted(storage: Storage, item: RateLimitItem, key: str) -> Window:
-    """One unit spent (or refused) in ``storage`` as it is asked for: memory has no round
-    trip to save, so no lease."""
-    expiry = item.get_expiry()
-    allowed = storage.acquire_sliding_window_entry(key, item.amount, expiry, 1)
-    remaining, frees_in, _ = _window(item, *storage.get_sliding_window(key, expiry))
-    return Window(allowed, item.amount, remaining, math.ceil(frees_in))
+def budget_key(storage: Storage, key: str) -> str:
+    """The Redis key of the budget ``key`` names, under the storage's prefix."""
+    return storage.prefixed_key(f"budget/{key}")
 
 
-def _window(
-    item: RateLimitItem, previous: int, previous_ttl: float, current: int, current_ttl: float
-) -> tuple[int, float, float]:
-    """What remains, seconds until a unit is freed, and until the window rolls over.
-
-    The first two as ``limits``' get_window_stats computes them (TTLs in seconds).
-    """
-    expiry = item.get_expiry()
-    remaining = max(0, item.amount - math.floor(previous * previous_ttl / expiry + current))
-    frees_in = min(
-        previous_ttl % (expiry / previous) if previous else math.inf,
-        # A window just opened has a TTL of exactly twice the expiry: a full one, not 0.
-        (current_ttl % expiry or expiry) if current else math.inf,
-    )
-    return remaining, (0.0 if frees_in == math.inf else frees_in), max(0.0, current_ttl - expiry)
+def _counted(
+    limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem, identifiers: tuple[str, ...]
+) -> Window:
+    """One unit spent (or refused) in memory as it is asked for, by limits' own sliding
+    window counter: memory has no round trip to save, so no lease."""
+    allowed = limiter.hit(item, *identifiers)
+    reset_at, remaining = limiter.get_window_stats(item, *identifiers)
+    return Window(allowed, item.amount, remaining, max(0, math.ceil(reset_at - time.time())))

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from flask import Flask, Response
-from flask_limiter import Limiter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from apikeys import ratelimit
+
+#: What the storage may say while limits are still counted where they should be.
+_UP = ("ok", "not configured", "disabled")
 
 
 def init_app(app: Flask) -> None:
-    limiter: Limiter = app.extensions["apikeys.limiter"]
     registry = CollectorRegistry()
-    # Read at each scrape: 0 while Redis is unreachable and limits are counted in memory.
+    # Read at each scrape, by a write to Redis: 0 while Redis is down or refuses writes
+    # (out of memory), when limits are counted in each process's memory.
     Gauge(
         "apikeys_ratelimit_storage_up",
-        "Whether the rate-limit storage (Redis) answers; 0 means in-process fallback limits.",
+        "Whether the rate-limit storage (Redis) takes writes; 0 means in-process fallback limits.",
         registry=registry,
-    ).set_function(lambda: float(limiter.storage.check()))
+    ).set_function(lambda: float(ratelimit.storage_state(app) in _UP))
     app.extensions["apikeys.metrics"] = registry
 
 

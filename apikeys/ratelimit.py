@@ -1,89 +1,112 @@
 """Rate limits: per key when a request authenticates, per client address when it fails.
 
+A blueprint spends each request's budget in a ``before_request`` of its own, beside its
+views: ``spend_budget`` (one unit, the API's routes) or ``spend_budget_from_lease`` (the
+check, the hot path); ``show_budget`` writes the RateLimit headers. Both spend one budget
+through the app's LeasedLimiter (apikeys/leases.py).
+
 Counters live in Redis (``REDIS_URL``) so that they hold across workers and instances;
 without Redis they live in this process's memory, which suits local use only. If Redis
-becomes unreachable the limiter falls back to in-memory counters and logs it, and
-requests are still served and still authenticated.
+fails, budgets are counted in memory and requests are still served and authenticated.
 
-The API's routes are limited by flask-limiter. The check, the hot path, spends the same
-budgets through leases (apikeys/leases.py), which spare it most round trips to Redis.
+flask-limiter is the service's rate-limit library by name and configuration: its
+``Limiter`` builds the storage from ``RATELIMIT_STORAGE_URI`` and
+``RATELIMIT_STORAGE_OPTIONS`` and reads ``RATELIMIT_ENABLED``; budgets are named under
+``RATELIMIT_KEY_PREFIX`` as it named them. It declares no limit of its own and runs no
+hook on the app's requests: the spending is done here, on ``limits``' public API.
 """
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
-from flask_limiter import HeaderNames, Limiter
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from apikeys.auth import current_principal
 from apikeys.errors import RateLimited
 from apikeys.leases import LeasedLimiter
 
-
-def _budget() -> tuple[str, str]:
-    """Whose budget a request spends, and its limits: its key's, or its address's when it
-    fails to authenticate."""
-    principal = current_principal()
-    if principal:
-        return f"key/{principal.key_id}", current_app.config["RATE_LIMIT_PER_KEY"]
-    return f"address/{get_remote_address()}", current_app.config["RATE_LIMIT_FAILED_AUTH"]
-
-
-def _caller() -> str:
-    return _budget()[0]
+#: Every Redis call, the lease script and the readiness probe included, gives up after
+#: this: a Redis that hangs costs a request at most these seconds, and then only the one
+#: request per retry interval that tries it again. No retries, said outright (redis-py's
+#: clients built from a URL make none today): a retry would multiply the bound.
+REDIS_OPTIONS = {
+    "socket_timeout": 0.5,
+    "socket_connect_timeout": 0.5,
+    "retry": Retry(NoBackoff(), retries=0),
+}
 
 
-def _caller_limit() -> str:
-    return _budget()[1]
+def init_app(app: Flask) -> Limiter:
+    """Build ``app``'s rate-limit storage and the budgets spent on it (none when
+    RATELIMIT_ENABLED is False).
 
-
-def _authenticate() -> None:
-    """Verify the request's key before flask-limiter's hook does, in its key function:
-    flask-limiter takes any error raised there, a database error included, for Redis
-    being down, and falls back to in-memory counters."""
-    current_principal()
-
-
-def _automatic_options() -> bool:
-    """Flask's own answer to OPTIONS (a browser's preflight) carries no key and asks nothing
-    of the service: it must not spend an address's failed-authentication budget."""
-    rule = request.url_rule
-    return request.method == "OPTIONS" and rule is not None and rule.provide_automatic_options
-
-
-def _guard(limiter: Limiter, blueprint: Blueprint) -> None:
-    """Apply the per-key and the failed-authentication limits to every route of ``blueprint``.
-
-    They are one flask-limiter limit whose key and amount follow the request: the per-key
-    budget when it authenticates, its address's failed-authentication budget when not.
-    Two limits, each exempt when the other applies, would do the same at twice the cost:
-    flask-limiter resolves every limit of a route on every request.
+    One Limiter per app: flask-limiter keeps the first app's settings in the instance, so
+    a shared one would let one app's settings leak into the next.
     """
-    # A shared scope: one budget per key (or address) across all guarded blueprints.
-    limiter.shared_limit(_caller_limit, scope="caller", key_func=_caller)(blueprint)
+    if app.config["REDIS_URL"]:
+        app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+            **REDIS_OPTIONS,
+            **app.config.get("RATELIMIT_STORAGE_OPTIONS", {}),
+        }
+    else:
+        app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    limiter = Limiter(key_func=get_remote_address)
+    limiter.init_app(_settings_of(app))
+    app.extensions["apikeys.limiter"] = limiter
+    app.extensions["apikeys.budgets"] = LeasedLimiter(limiter.storage) if limiter.enabled else None
+    return limiter
 
 
-@functools.lru_cache(maxsize=16)
-def _parsed(limits: str) -> list[RateLimitItem]:
-    return sorted(parse_many(limits))
+def spend_budget() -> None:
+    """Spend one unit of the request's budget, counted as it is spent; RateLimited when
+    the budget is spent. A ``before_request`` for a blueprint."""
+    if not _automatic_options():
+        _spend(lease=False)
 
 
-def _spend_from_lease(leases: LeasedLimiter, prefix: str) -> None:
-    """Spend the budget flask-limiter would, from this worker's lease: RateLimited when spent.
+def spend_budget_from_lease() -> None:
+    """``spend_budget``, from this worker's lease of the budget: for the hot path, whose
+    routes answer OPTIONS themselves (the check does, as a check)."""
+    _spend(lease=True)
 
-    The same limits, keys (under flask-limiter's key ``prefix``) and scope as
-    ``_guard``'s, so that a key's checks and its API requests spend one budget.
-    """
-    caller, limits = _budget()
+
+def show_budget(response: Response) -> Response:
+    """The RateLimit headers of the budget the request spent (and Retry-After when it was
+    refused). An ``after_request`` for a blueprint that spends one."""
+    window = g.get("rate_window")
+    if window:
+        response.headers.extend(window.headers())
+    return response
+
+
+def storage_state(app: Flask) -> str:
+    """What the rate-limit storage says now, for readiness and metrics: "ok", "down",
+    "refusing writes", "not configured" (in memory) or "disabled"."""
+    budgets: LeasedLimiter | None = app.extensions["apikeys.budgets"]
+    return budgets.storage_state() if budgets else "disabled"
+
+
+def _spend(lease: bool) -> None:
+    app = current_app
+    budgets: LeasedLimiter | None = app.extensions["apikeys.budgets"]
+    if budgets is None:
+        return
+    caller, limits = _budget(app.config)
+    prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
+    # The names flask-limiter gave these budgets (a limit shared under the scope "caller").
     identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
     shown = None
     for item in _parsed(limits):
-        window = leases.spend(item, *identifiers)
+        window = budgets.spend(item, *identifiers, lease=lease)
         # The headers show the refused limit, or else the one with the least left.
         if shown is None or not window.allowed or window.remaining < shown.remaining:
             shown = window
@@ -94,97 +117,36 @@ def _spend_from_lease(leases: LeasedLimiter, prefix: str) -> None:
         raise RateLimited()
 
 
-def _standard_headers(response: Response) -> Response:
-    """Align flask-limiter's headers with the RateLimit header fields, or add the lease's.
+def _budget(config: Mapping[str, Any]) -> tuple[str, str]:
+    """Whose budget a request spends, and its limits: its key's, or its address's when it
+    fails to authenticate."""
+    principal = current_principal()
+    if principal:
+        return f"key/{principal.key_id}", config["RATE_LIMIT_PER_KEY"]
+    return f"address/{get_remote_address()}", config["RATE_LIMIT_FAILED_AUTH"]
 
-    flask-limiter sends the reset as a Unix time where RateLimit-Reset means seconds from
-    now, and Retry-After on every response where only a 429 (or a 503) asks the client
-    to wait.
+
+def _settings_of(app: Flask) -> Flask:
+    """A Flask object with ``app``'s settings that serves nothing, for flask-limiter to
+    initialise on: it builds the storage from them and registers its request hooks there.
+
+    On ``app`` those hooks would run on every request, /healthz and the check included,
+    with no limit of flask-limiter's own to apply (the blueprints spend their budgets
+    themselves), at about the cost of /healthz's own work; flask-limiter has no public
+    way to confine them.
     """
-    window = g.get("rate_window")
-    if window:
-        response.headers.extend(window.headers())
-        return response
-    reset_at = response.headers.get("RateLimit-Reset")
-    if reset_at and reset_at.isdigit():
-        response.headers["RateLimit-Reset"] = str(max(0, int(reset_at) - int(time.time())))
-    if response.status_code not in (429, 503):
-        response.headers.pop("Retry-After", None)
-    return response
+    holder = Flask(app.import_name)
+    holder.config.update(app.config)
+    return holder
 
 
-def _hook_first(hooks: dict[str | None, list], blueprints: list[str], hook: Callable) -> None:
-    """Put ``hook`` first in the ``hooks`` (one of Flask's per-blueprint dicts) of each of
-    ``blueprints``: per blueprint, so that a request of another blueprint never runs it."""
-    for name in blueprints:
-        hooks.setdefault(name, []).insert(0, hook)
+def _automatic_options() -> bool:
+    """Flask's own answer to OPTIONS (a browser's preflight) carries no key and asks nothing
+    of the service: it must not spend an address's failed-authentication budget."""
+    rule = request.url_rule
+    return request.method == "OPTIONS" and rule is not None and rule.provide_automatic_options
 
 
-def _confine(app: Flask, limiter: Limiter, blueprints: list[str]) -> None:
-    """Run the request hooks ``limiter`` has just registered for ``blueprints`` only.
-
-    It registers them app-wide, and they cost a request it does not limit (the leased
-    check) about a quarter of that request's own work.
-    """
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        hook = hooks[None].pop()
-        if limiter not in (getattr(hook, "__self__", None), *getattr(hook, "args", ())):
-            raise RuntimeError(f"not a hook of flask-limiter's: {hook!r}")
-        for name in blueprints:
-            hooks.setdefault(name, []).append(hook)
-
-
-def init_app(app: Flask, guarded: list[Blueprint], leased: list[Blueprint]) -> Limiter:
-    """Rate-limit the ``guarded`` blueprints of ``app`` with flask-limiter, and the
-    ``leased`` ones with leases of the same budgets.
-
-    One Limiter per app: flask-limiter keeps the first app's key prefix and strategy in
-    the instance, so a shared one would let one app's settings leak into the next.
-    """
-    limiter = Limiter(
-        key_func=get_remote_address,
-        headers_enabled=True,
-        header_name_mapping={
-            HeaderNames.LIMIT: "RateLimit-Limit",
-            HeaderNames.REMAINING: "RateLimit-Remaining",
-            HeaderNames.RESET: "RateLimit-Reset",
-        },
-        in_memory_fallback_enabled=True,
-        swallow_errors=True,
-    )
-    # Two Redis round trips per request (the hit, then the window for the headers) where
-    # fixed-window takes three, and no burst of twice the limit across a window's edge;
-    # O(1) in Redis where moving-window keeps a timestamp per request; and the strategy
-    # leases need. bench/README.md has the numbers.
-    app.config["RATELIMIT_STRATEGY"] = "sliding-window-counter"
-    if app.config["REDIS_URL"]:
-        app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
-        # Fail fast when Redis hangs rather than holding the request.
-        app.config.setdefault(
-            "RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-        )
-    else:
-        app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
-    limiter.init_app(app)
-    limiter.request_filter(_automatic_options)
-    guarded_names = [blueprint.name for blueprint in guarded]
-    leased_names = [blueprint.name for blueprint in leased]
-    leases = None
-    if limiter.enabled:  # RATELIMIT_ENABLED=False: flask-limiter sets up nothing at all
-        _confine(app, limiter, guarded_names)
-        # flask-limiter's own fallback storage (it has no public name for it), so that
-        # the routes and the check still spend one budget while Redis is down.
-        leases = LeasedLimiter(limiter.storage, getattr(limiter, "_fallback_storage", None))
-    # First in each blueprint's lists: Flask runs before_request hooks in order, and
-    # after_request hooks in reverse, so these run around flask-limiter's.
-    _hook_first(app.before_request_funcs, guarded_names, _authenticate)
-    if leases:
-        # flask-limiter read its key prefix once, in init_app.
-        prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
-        spend = functools.partial(_spend_from_lease, leases, prefix)
-        _hook_first(app.before_request_funcs, leased_names, spend)
-    _hook_first(app.after_request_funcs, guarded_names + leased_names, _standard_headers)
-    app.extensions["apikeys.limiter"] = limiter
-    for blueprint in guarded:
-        _guard(limiter, blueprint)
-    return limiter
+@functools.lru_cache(maxsize=16)
+def _parsed(limits: str) -> list[RateLimitItem]:
+    return sorted(parse_many(limits))

@@ -67,13 +67,15 @@ _HEALTHY = b'{"status":"ok"}\n'
 
 
 class Adapter:
-    """An RSGI application running the WSGI ``app`` in ``threads`` threads of its own."""
+    """An RSGI application running the WSGI ``app`` in ``threads`` threads of its own, and
+    requests to each of the ``own_threads`` paths in ``threads`` more of their own."""
 
     def __init__(
         self,
         app: WSGIApp,
         threads: int,
         *,
+        own_threads: Iterable[str] = (),
         body_timeout: float = BODY_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
@@ -84,12 +86,19 @@ class Adapter:
         self.request_timeout = request_timeout
         # Threads live as long as the process: no idle exit, no thread-local state lost.
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
+        # A bulkhead: requests to these paths (the hot path) never queue behind the others,
+        # which may all be waiting on the database's write lock.
+        self.executors = {
+            path: ThreadPoolExecutor(threads, thread_name_prefix="wsgi" + path.replace("/", "-"))
+            for path in own_threads
+        }
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         pass
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self.executor, *self.executors.values()):
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
@@ -116,7 +125,7 @@ class Adapter:
         try:
             async with asyncio.timeout(self.request_timeout):
                 return await asyncio.get_running_loop().run_in_executor(
-                    self.executor, run_wsgi, self.app, environ
+                    self.executors.get(scope.path, self.executor), run_wsgi, self.app, environ
                 )
         except TimeoutError:
             log.warning(
@@ -295,9 +304,9 @@ def _too_large(limit: int) -> Answer:
     return _error(413, "payload_too_large", f"The request body exceeds {limit} bytes", close=True)
 
 
-def load(target: str, threads: int) -> Adapter:
+def load(target: str, threads: int, own_threads: Iterable[str] = ()) -> Adapter:
     """The adapter around the WSGI app that the factory ``target`` ("module:function")
     builds, or the Adapter it builds itself; granian calls it in each worker."""
     module, _, name = target.partition(":")
     built = getattr(importlib.import_module(module), name or "create_app")()
-    return built if isinstance(built, Adapter) else Adapter(built, threads)
+    return built if isinstance(built, Adapter) else Adapter(built, threads, own_threads=own_threads)

@@ -501,3 +501,20 @@ def test_a_broken_chunked_body_is_never_acted_on(echo, body):
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"REQUEST_METHOD" not in answer  # the app was never called
+
+
+def test_a_flood_of_idle_connections_does_not_stop_the_server(service, billing_reader):
+    """1,200 connections that send nothing: more than granian holds by default with two
+    workers (512 each); /healthz and the check still answer."""
+    check = [("X-API-Key", billing_reader), ("X-Required-Scope", "read:billing")]
+    sockets = []
+    try:
+        for _ in range(1200):
+            sockets.append(socket.create_connection(("127.0.0.1", service), timeout=5))
+        for path, headers in (("/healthz", []), (CHECK, check)):
+            started = time.monotonic()
+            assert send(service, "GET", path, headers).status == 200
+            assert time.monotonic() - started < 2
+    finally:
+        for connection in sockets:
+            connection.close()

@@ -35,7 +35,8 @@ def caller():
 
 def counted(storage, item, caller) -> int:
     """The units Redis counts in the current window."""
-    return storage.get_sliding_window(item.key_for(*caller), item.get_expiry())[2]
+    key = leases.budget_key(storage, item.key_for(*caller))
+    return int(storage.get_connection().hget(key, "current") or 0)
 
 
 def spend_until_refused(workers, item, caller, most=10_000) -> int:
@@ -153,7 +154,7 @@ def test_leases_kept_are_bounded(storage, monkeypatch):
     callers = [("key/" + secrets.token_hex(4), "caller") for _ in range(25)]
     for caller in callers:
         worker.spend(item, *caller)
-    assert len(worker._leases) == 10
+    assert len(worker.held()) == 10
     # The oldest are dropped with their units: spending again takes a new lease.
     worker.spend(item, *callers[0])
     assert counted(storage, item, callers[0]) == 200
@@ -220,5 +221,79 @@ def test_threads_of_one_worker_never_spend_a_unit_twice(storage, caller):
     for thread in threads:
         thread.join()
     assert len(outcomes) == 4000
-    assert outcomes.count(True) == 3000 - sum(lease.units for lease in worker._leases.values())
+    assert outcomes.count(True) == 3000 - sum(worker.held().values())
     assert counted(storage, item, caller) == 3000
+
+
+# The budget script on its own: one hash per budget, on Redis's clock.
+
+
+@pytest.fixture
+def budget(storage, caller):
+    """Take units of a 10/minute budget straight through the script: (granted, remaining,
+    ms until a unit frees, ms until the window ends), and the hash it keeps."""
+    item = parse("10/minute")
+    key = leases.budget_key(storage, item.key_for(*caller))
+    take = storage.get_connection().register_script(leases.BUDGET_SCRIPT)
+
+    def spend(wanted: int = 1) -> list[int]:
+        return take([key], [item.amount, 60_000, wanted])
+
+    return spend, key
+
+
+def redis_now(connection) -> int:
+    seconds, micros = connection.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_the_script_opens_a_window_at_the_first_unit(storage, budget):
+    spend, key = budget
+    connection = storage.get_connection()
+    before = redis_now(connection)
+    granted, remaining, frees, left = spend(4)
+    assert (granted, remaining) == (4, 6)
+    assert 59_000 <= frees == left <= 60_000
+    state = connection.hgetall(key)
+    assert before <= int(state[b"start"]) <= redis_now(connection)
+    assert (state[b"current"], state[b"previous"]) == (b"4", b"0")
+    # Kept for as long as it counts: this window, then the next, where it weighs in.
+    assert 119_000 <= connection.pttl(key) <= 120_000
+
+
+def test_the_script_takes_one_unit_when_fewer_than_wanted_remain_and_none_when_none(
+    storage, budget
+):
+    spend, key = budget
+    assert spend(8)[:2] == [8, 2]
+    assert spend(8)[:2] == [1, 1]
+    assert spend(8)[:2] == [1, 0]
+    before = storage.get_connection().hgetall(key)
+    granted, remaining, frees, _ = spend(1)
+    assert (granted, remaining) == (0, 0)
+    assert 59_000 <= frees <= 60_000
+    assert storage.get_connection().hgetall(key) == before  # a refusal writes nothing
+
+
+def test_the_previous_window_weighs_in_as_much_as_it_is_still_covered(storage, budget):
+    spend, key = budget
+    connection = storage.get_connection()
+    # A window that started a window and a half ago, with 8 units: now half of it counts.
+    connection.hset(key, mapping={"start": redis_now(connection) - 90_000, "current": 8})
+    granted, remaining, frees, left = spend()
+    assert granted == 1
+    assert 29_000 <= left <= 30_000
+    assert remaining in (10 - 4 - 1, 10 - 3 - 1)  # 8 x (left / 60 s), floored
+    state = connection.hgetall(key)
+    assert (state[b"previous"], state[b"current"]) == (b"8", b"1")
+    # The weighted count drops by one every 60 s / 8 = 7.5 s.
+    assert 0 <= frees <= 7_500
+
+
+def test_the_script_forgets_a_window_older_than_two(storage, budget):
+    spend, key = budget
+    connection = storage.get_connection()
+    connection.hset(key, mapping={"start": redis_now(connection) - 120_001, "current": 10})
+    assert spend(3)[:2] == [3, 7]
+    state = connection.hgetall(key)
+    assert (state[b"previous"], state[b"current"]) == (b"0", b"3")

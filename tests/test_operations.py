@@ -28,15 +28,25 @@ def test_healthz(client):
 @pytest.mark.both_databases
 def test_ready_when_database_and_redis_answer(client):
     response = client.get("/readyz")
-    assert (response.status_code, response.json) == (200, {"status": "ok"})
+    assert (response.status_code, response.json) == (
+        200,
+        {"status": "ok", "checks": {"database": "ok", "redis": "ok"}},
+    )
 
 
-def test_not_ready_without_redis(settings):
+def test_ready_without_redis_and_says_so(settings):
+    # Limits fall back to memory: every instance shares the Redis, so unready would pull all.
     client = prepared(create_app(settings | {"REDIS_URL": DEAD_REDIS})).test_client()
     response = client.get("/readyz")
-    assert response.status_code == 503
-    assert response.json["error"]["code"] == "service_unavailable"
-    assert response.json["error"]["details"] == {"database": "ok", "redis": "down"}
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "checks": {"database": "ok", "redis": "down"}}
+
+
+def test_ready_without_redis_configured(settings):
+    app = prepared(create_app(settings | {"REDIS_URL": None}))
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"]["redis"] == "not configured"
 
 
 @pytest.mark.connection_pool

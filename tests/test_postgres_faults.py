@@ -57,7 +57,7 @@ def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recover
             assert {reply.status for reply in replies} == {503}, [r.body for r in replies]
             for reply in replies:
                 assert json.loads(reply.body)["error"]["code"] == "service_unavailable"
-                assert int(reply.headers["Retry-After"]) >= 1
+                assert reply.headers["Retry-After"] == "1"
             assert slowest < DATABASE_TIMEOUT + 3
             assert ready.status == 503
             assert json.loads(ready.body)["error"]["details"]["database"] == "down"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
+import time
 
 import pytest
 from peewee import OperationalError
@@ -319,3 +321,20 @@ def test_unlimited_routes_neither_spend_nor_show_a_budget(client, admin):
         assert response.status_code == 200
         assert "RateLimit-Limit" not in response.headers
     assert_rate_headers(client.get(URL, headers=bearer(admin.key)), 3, 2)
+
+
+def test_redis_timeouts_hold_under_the_operators_storage_options(own_redis, settings):
+    # Options of the operator's own once replaced the timeouts: a paused Redis then held
+    # every request for as long as it stayed paused.
+    settings["RATELIMIT_STORAGE_OPTIONS"] = {"client_name": "apikeys"}
+    client = create_app(settings).test_client()
+    own_redis.send_signal(signal.SIGSTOP)
+    answered = []
+    request = threading.Thread(target=lambda: answered.append(client.get(URL)), daemon=True)
+    started = time.monotonic()
+    request.start()
+    request.join(timeout=5)
+    own_redis.send_signal(signal.SIGCONT)
+    assert answered, "still waiting on the paused Redis after 5 s"
+    assert answered[0].status_code == 401
+    assert time.monotonic() - started < 1.5

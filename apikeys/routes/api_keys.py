@@ -4,6 +4,7 @@ from flask.views import MethodView
 
 from apikeys import service
 from apikeys.auth import principal
+from apikeys.ratelimit import show_budget, spend_budget
 from apikeys.routes import Blueprint, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from schemas.api_keys import (
@@ -19,6 +20,10 @@ blp = Blueprint(
     url_prefix="/api/v1/org/api-keys",
     description="Your organization's API keys.",
 )
+# Each request spends one unit of its key's budget (its address's if it fails to
+# authenticate), before the view runs.
+blp.before_request(spend_budget)
+blp.after_request(show_budget)
 
 
 #: OpenAPI links: what a client does next with a key it created or revoked. They are the

@@ -28,6 +28,7 @@ from flask import Response, current_app, request
 from apikeys.auth import SECURITY, authenticated, authorize, header
 from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
+from apikeys.ratelimit import show_budget, spend_budget_from_lease
 from apikeys.routes import Blueprint, documented, error_responses
 from apikeys.scopes import SCOPES, normalize
 from apikeys.serving import REPEATED_HEADERS
@@ -40,6 +41,9 @@ blp = Blueprint(
     url_prefix="/api/v1/auth",
     description="Forward authentication for reverse proxies and backends.",
 )
+# A check spends its key's budget like any API request, from this worker's lease of it.
+blp.before_request(spend_budget_from_lease)
+blp.after_request(show_budget)
 
 #: The forwarded (method, URI) header pairs: nginx's, then Traefik's.
 ROUTE_HEADERS = (
