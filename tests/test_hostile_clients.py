@@ -518,3 +518,32 @@ def test_a_flood_of_idle_connections_does_not_stop_the_server(service, billing_r
     finally:
         for connection in sockets:
             connection.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "\u3164\u200d\u2800", "scopes": ["read:billing"]}, "name"),
+        ({"name": "two\u2028lines", "scopes": ["read:billing"]}, "name"),
+        ({"name": "nulls", "scopes": [None] * 10_000}, "scopes"),
+        ({"name": "a", "name ": "b", "scopes": ["read:billing"], "extra": 1}, "extra"),
+    ],
+)
+def test_hostile_bodies_through_the_server_are_short_clear_400s(service, admin_secret, body, field):
+    """Through the production server as through the app: a clear, short 400, nothing made."""
+    headers = [*bearer(admin_secret).items(), ("Content-Type", "application/json")]
+    before = json.loads(send(service, "GET", KEYS, bearer(admin_secret).items()).body)["total"]
+    answer = send(service, "POST", KEYS, headers, json.dumps(body).encode())
+    assert answer.status == 400, answer.body
+    assert answer.error_code() == "invalid_request"
+    assert field in json.loads(answer.body)["error"]["details"]
+    assert len(answer.body) < 1024
+    after = json.loads(send(service, "GET", KEYS, bearer(admin_secret).items()).body)["total"]
+    assert after == before
+
+
+def test_a_key_given_twice_in_one_json_object_is_refused_through_the_server(service, admin_secret):
+    headers = [*bearer(admin_secret).items(), ("Content-Type", "application/json")]
+    body = b'{"name": "first", "name": "second", "scopes": ["read:billing"]}'
+    answer = send(service, "POST", KEYS, headers, body)
+    assert (answer.status, answer.error_code()) == (400, "invalid_request")
