@@ -69,7 +69,8 @@ def test_a_large_budget_is_spent_from_one_lease(storage, caller):
     assert all(window.allowed for window in windows)
     assert counted(storage, item, caller) == 100
     assert [window.remaining for window in windows] == list(range(1599, 1499, -1))
-    assert all(59 <= window.reset <= 60 for window in windows)
+    # A window just opened frees its first unit in 60 s; a stalled machine may eat a few.
+    assert all(50 <= window.reset <= 60 for window in windows)
     # The lease spent, the next request takes another: a sixteenth of what remains.
     worker.spend(item, *caller)
     assert counted(storage, item, caller) == 100 + 1500 // 16
