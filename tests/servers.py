@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,45 @@ class Reply:
     headers: http.client.HTTPMessage
     body: bytes
     request_id: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+    def error_code(self) -> str:
+        return self.json()["error"]["code"]
+
+
+def send(
+    port: int,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    host: str = "127.0.0.1",
+) -> Answer:
+    """One request over a fresh connection, headers sent exactly as given: a mapping, or
+    pairs to repeat a name or set Host."""
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or [])
+        own_host = any(name.lower() == "host" for name, _ in pairs)
+        connection.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
+        for name, value in pairs:
+            connection.putheader(name, value)
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        connection.close()
 
 
 @dataclass

@@ -23,6 +23,7 @@ import yaml
 from apikeys.config import from_environment
 from apikeys.routes.check import blp as check_blueprint
 from tests.servers import ROOT, SERVE, free_port, production
+from tests.test_nginx import CHECK_INPUTS, IDENTITY
 
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -33,16 +34,6 @@ ENVOY = ROOT / "deploy" / "envoy.yaml"
 CHECK_PATH = check_blueprint.url_prefix + "/check"
 #: Where the proxies find the service: its compose service name, on serve.py's default port.
 SERVICE_HOST, SERVICE_PORT = "apikeys", 8000
-IDENTITY = ("X-Auth-Org-Id", "X-Auth-Key-Id", "X-Auth-Scopes")
-#: What the check reads to know the target, and its error header: never from a client.
-CHECK_INPUTS = (
-    "X-Required-Scope",
-    "X-Original-Method",
-    "X-Original-URI",
-    "X-Forwarded-Method",
-    "X-Forwarded-Uri",
-    "X-Auth-Error",
-)
 #: The variables serve.py reads (its docstring); the service's own are from_environment's.
 SERVER_VARIABLES = {"HOST", "PORT", "WEB_CONCURRENCY"}
 

@@ -13,14 +13,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from apikeys import crypto
 from apikeys.serving import BODY_TIMEOUT, MAX_HEADER_BYTES
 from tests.conftest import REDIS_URL, bearer
-from tests.servers import production
+from tests.servers import Answer, production, send
 from tests.test_check import PATH_TRICKS
 from tests.wsgi_apps import IMPATIENT_TIMEOUT
 
@@ -29,41 +28,6 @@ KEYS = "/api/v1/org/api-keys"
 #: How soon a request that waits on nothing must be answered, with a wide margin.
 PROMPT = 1.0
 SLOW_CLIENTS = 8
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def error_code(self) -> str:
-        return json.loads(self.body)["error"]["code"]
-
-
-def send(
-    port: int,
-    method: str,
-    path: str,
-    headers: Iterable[tuple[str, str]] = (),
-    body: bytes | None = None,
-    host: str = "127.0.0.1",
-) -> Answer:
-    """One request over a fresh connection, headers sent exactly as listed (repeats too)."""
-    connection = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        headers = list(headers)
-        own_host = any(name.lower() == "host" for name, _ in headers)
-        connection.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
-        for name, value in headers:
-            connection.putheader(name, value)
-        if body is not None:
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        connection.close()
 
 
 def raw_exchange(port: int, head: bytes, chunks: Iterable[bytes] = ()) -> Answer:

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from apikeys import crypto
+from tests import servers
 from tests.conftest import SETTINGS, bearer
-from tests.servers import ROOT, Server, free_port, production, stop_process_group
+from tests.servers import ROOT, Answer, Server, free_port, production, stop_process_group
 
 NGINX = "/usr/sbin/nginx"
 CONFIG = ROOT / "deploy" / "nginx.conf"
@@ -33,6 +34,8 @@ LISTEN_LINE = "listen 80;"
 #: The per-key limit of the service under test: high enough for every other test's key.
 PER_KEY = 50
 UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "Missing or invalid API key"}}
+#: What the check reads to know the target, and its error header: never from a client
+#: (every proxy configuration in deploy/ keeps them out; test_deploy_configs reads these too).
 CHECK_INPUTS = (
     "X-Required-Scope",
     "X-Original-Method",
@@ -41,18 +44,11 @@ CHECK_INPUTS = (
     "X-Forwarded-Uri",
     "X-Auth-Error",
 )
+#: What the check tells the backend: only ever the check's own values.
 IDENTITY = ("X-Auth-Org-Id", "X-Auth-Key-Id", "X-Auth-Scopes")
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
-
+class Reply(Answer):
     def heard(self) -> list[tuple[str, str]]:
         """The headers the backend received, in order, repeats included."""
         return [tuple(pair) for pair in self.json()["headers"]]
@@ -110,19 +106,7 @@ def send(
     body: bytes | None = None,
 ) -> Reply:
     """One request to nginx; ``headers`` a mapping, or a list of pairs to repeat a name."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
-        pairs = headers.items() if isinstance(headers, Mapping) else headers or []
-        for name, value in pairs:
-            connection.putheader(name, value)
-        if body is not None:
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return Reply(response.status, response.headers, response.read())
-    finally:
-        connection.close()
+    return Reply(**vars(servers.send(port, method, path, headers, body)))
 
 
 class _Echo(BaseHTTPRequestHandler):
