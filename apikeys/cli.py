@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
@@ -99,6 +100,47 @@ def create_org(name: str) -> None:
     except IntegrityError:
         raise click.ClickException(f"An organization named {name!r} already exists") from None
     _emit({"id": organization.id, "name": organization.name})
+
+
+class _Days(click.ParamType):
+    """A number of days, 1 to 3650, or ``none`` for no maximum."""
+
+    name = "days|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return None
+        return click.IntRange(1, 3650).convert(value, param, ctx)
+
+
+@orgs.command("policy")
+@click.argument("org", type=TEXT)
+@click.option(
+    "--max-expires-in-days",
+    type=_Days(),
+    help="The longest a key may be valid from its creation, update or roll; 'none' for no "
+    "maximum. A maximum implies an expiry.",
+)
+@click.option(
+    "--require-expiry/--no-require-expiry",
+    default=None,
+    help="Whether every key must have an expiry.",
+)
+@_user_errors
+@_prepared
+def org_policy(org: str, max_expires_in_days, require_expiry) -> None:
+    """Show an organization's key policy, or change it (existing keys are left as they are)."""
+    rules = {}
+    given = click.get_current_context().get_parameter_source("max_expires_in_days")
+    if given is ParameterSource.COMMANDLINE:
+        rules["max_expires_in_days"] = max_expires_in_days
+    if require_expiry is not None:
+        rules["require_expiry"] = require_expiry
+    organization = service.find_organization(org)
+    if rules:
+        _emit(service.set_policy(organization.id, **rules).as_dict())
+    else:
+        _emit(service.get_policy(organization.id).as_dict())
 
 
 @keys.command("create")

@@ -9,6 +9,8 @@ from typing import Any
 import click
 from limits import parse_many
 
+from apikeys import key_limits
+
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -47,6 +49,8 @@ def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "REDIS_URL": env.get("REDIS_URL") or None,
         "RATE_LIMIT_PER_KEY": env.get("RATE_LIMIT_PER_KEY") or "1000/minute",
         "RATE_LIMIT_FAILED_AUTH": env.get("RATE_LIMIT_FAILED_AUTH") or "60/minute",
+        # The most a key's own rate_limit may allow; unset: RATE_LIMIT_PER_KEY.
+        "RATE_LIMIT_MAX_PER_KEY": env.get("RATE_LIMIT_MAX_PER_KEY") or None,
         "LAST_USED_INTERVAL_SECONDS": _int(env, "LAST_USED_INTERVAL_SECONDS", 60),
         # Connections per process; a request waits this many seconds for one, then 503.
         "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 32),
@@ -71,13 +75,17 @@ def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
 
 def validate(config: Mapping[str, Any]) -> None:
     """Refuse to start on a setting that would only fail later, at request time."""
-    for name in ("RATE_LIMIT_PER_KEY", "RATE_LIMIT_FAILED_AUTH"):
+    for name in ("RATE_LIMIT_PER_KEY", "RATE_LIMIT_FAILED_AUTH", "RATE_LIMIT_MAX_PER_KEY"):
+        if name == "RATE_LIMIT_MAX_PER_KEY" and not config.get(name):
+            continue  # unset: RATE_LIMIT_PER_KEY
         try:
             parse_many(config[name])
         except ValueError:
             raise ConfigError(
                 f"{name} must be a rate limit such as '1000/minute', got {config[name]!r}"
             ) from None
+    if key_limits.exceeds(config["RATE_LIMIT_PER_KEY"], key_limits.cap(config)):
+        raise ConfigError("RATE_LIMIT_PER_KEY must not exceed RATE_LIMIT_MAX_PER_KEY")
     # peewee's pool reads a timeout of 0 as "wait forever".
     for name in ("DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT"):
         if config[name] < 1:

@@ -49,6 +49,11 @@ class NameTaken(ServiceError):
     message = "A key with this name already exists in your organization"
 
 
+class PolicyViolation(ServiceError):
+    code = "policy_violation"
+    message = "The change breaks your organization's key policy"
+
+
 class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"

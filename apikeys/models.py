@@ -6,17 +6,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from peewee import (
+    BooleanField,
     CharField,
     DateTimeField,
     Field,
     ForeignKeyField,
+    IntegerField,
     IntegrityError,
     Model,
 )
 
 from apikeys import crypto, scopes
 from apikeys.db import database
-from apikeys.errors import KeyNotFound, NameTaken
+from apikeys.errors import KeyNotFound, NameTaken, PolicyViolation
 
 
 def utcnow() -> datetime:
@@ -56,6 +58,65 @@ class Organization(BaseModel):
         return cls.get(cls.name == name)
 
 
+class OrganizationPolicy(BaseModel):
+    """What an organization demands of its keys' lifetimes: checked when a key is created,
+    updated or rolled, never retroactively."""
+
+    organization = ForeignKeyField(
+        Organization, primary_key=True, backref="policy", on_delete="CASCADE"
+    )
+    max_expires_in_days = IntegerField(null=True)
+    require_expiry = BooleanField(default=False)
+
+    @classmethod
+    def of(cls, organization_id: str) -> OrganizationPolicy:
+        """The organization's policy: an empty one (unsaved) when none was ever set."""
+        found = cls.get_or_none(cls.organization == organization_id)
+        return found or cls(organization=organization_id, max_expires_in_days=None)
+
+    @classmethod
+    def put(cls, organization_id: str, **rules: object) -> OrganizationPolicy:
+        """Set ``rules`` (``max_expires_in_days``, ``require_expiry``), keeping the others."""
+        with database.atomic():
+            cls.insert(organization=organization_id).on_conflict_ignore().execute()
+            if rules:
+                cls.update(**rules).where(cls.organization == organization_id).execute()
+            return cls.get(cls.organization == organization_id)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "org_id": self.organization_id,
+            "max_expires_in_days": self.max_expires_in_days,
+            "require_expiry": bool(self.require_expiry),
+        }
+
+    def ensure_allows(self, expires_at: datetime | None, now: datetime) -> None:
+        """PolicyViolation, naming the rule, if a key valid until ``expires_at`` (None:
+        forever) breaks this policy at ``now``. A maximum lifetime implies an expiry."""
+        if self.require_expiry and expires_at is None:
+            raise PolicyViolation(
+                "Your organization's policy require_expiry demands that keys expire: "
+                "give expires_in_days",
+                details={"rule": "require_expiry"},
+            )
+        most = self.max_expires_in_days
+        if most is not None and (expires_at is None or expires_at > now + timedelta(days=most)):
+            raise PolicyViolation(
+                f"Your organization's policy max_expires_in_days lets a key be valid for at "
+                f"most {most} days from now: give expires_in_days of {most} or less",
+                details={"rule": "max_expires_in_days", "max_expires_in_days": most},
+            )
+
+
+class RetiredKeyHash(BaseModel):
+    """The hash of a secret rolled away: kept so that it can never be issued again (the
+    bootstrap key's secret, still in the environment, say)."""
+
+    key_hash = CharField(primary_key=True, max_length=64)
+    api_key = CharField(max_length=40)
+    retired_at = DateTimeField(default=utcnow)
+
+
 @dataclass(frozen=True)
 class IssuedKey:
     """A key as created: the only object that ever carries the secret."""
@@ -65,6 +126,13 @@ class IssuedKey:
 
     def __getattr__(self, name: str):
         return getattr(self.api_key, name)
+
+
+@dataclass(frozen=True)
+class RolledKey(IssuedKey):
+    """A key as rolled: its new secret, and until when the previous one still works."""
+
+    previous_key_valid_until: datetime | None = None
 
 
 class ApiKey(BaseModel):
@@ -78,6 +146,17 @@ class ApiKey(BaseModel):
     expires_at = DateTimeField(null=True)
     last_used_at = DateTimeField(null=True)
     revoked_at = DateTimeField(null=True)
+    # A roll's previous secret, valid until previous_key_expires_at (a grace period).
+    previous_key_hash = CharField(max_length=64, null=True, unique=True)
+    previous_key_expires_at = DateTimeField(null=True)
+    # The key's own limit (flask-limiter syntax); None: the service's RATE_LIMIT_PER_KEY.
+    rate_limit = CharField(max_length=256, null=True)
+
+    @property
+    def previous_key_valid_until(self) -> datetime | None:
+        """When the previous secret stops working; None when none works now."""
+        until = self.previous_key_expires_at
+        return until if until is not None and until > utcnow() else None
 
     @classmethod
     def update(cls, __data=None, **update):
@@ -99,10 +178,12 @@ class ApiKey(BaseModel):
         granted: tuple[str, ...],
         expires_in_days: int | None = None,
         secret: str | None = None,
+        rate_limit: str | None = None,
+        now: datetime | None = None,
     ) -> IssuedKey:
         """Create a key; its secret is returned here once and only its hash is kept."""
         secret = secret or crypto.generate_secret()
-        now = utcnow()
+        now = now or utcnow()
         expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
         try:
             with database.atomic():
@@ -114,6 +195,7 @@ class ApiKey(BaseModel):
                     scopes=granted,
                     created_at=now,
                     expires_at=expires_at,
+                    rate_limit=rate_limit,
                 )
         except IntegrityError:
             # The partial unique index on (organization, live name) decides races.
@@ -137,6 +219,49 @@ class ApiKey(BaseModel):
         if api_key is None:
             raise KeyNotFound()
         return api_key
+
+    @classmethod
+    def find_for_change(cls, organization_id: str, key_id: str) -> ApiKey:
+        """``find``, the row held until the transaction ends: a roll, an update and a
+        revocation of one key take turns (PostgreSQL locks the row; SQLite's write
+        transactions already hold the whole file)."""
+        _ensure_plausible(key_id)
+        query = cls.live(organization_id).where(cls.id == key_id)
+        api_key = (query.for_update() if database.obj.for_update else query).first()
+        if api_key is None:
+            raise KeyNotFound()
+        return api_key
+
+    def change(self, **fields: object) -> None:
+        """Write ``fields`` to this live key; NameTaken if a new name is another live key's."""
+        try:
+            with database.atomic():
+                changed = (
+                    ApiKey.update(**fields)
+                    .where(ApiKey.id == self.id, ApiKey.revoked_at.is_null())
+                    .execute()
+                )
+        except IntegrityError:
+            # The partial unique index on (organization, live name) decides races.
+            raise NameTaken() from None
+        if not changed:
+            raise KeyNotFound()
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def roll(self, grace: timedelta, now: datetime) -> RolledKey:
+        """A new secret; the current one stays valid for ``grace`` (none if zero), and any
+        older previous secret stops at once: only the newest previous secret works."""
+        secret = crypto.generate_secret()
+        RetiredKeyHash.insert(key_hash=self.key_hash, api_key=self.id, retired_at=now).execute()
+        in_grace = grace > timedelta(0)
+        self.change(
+            key_hash=crypto.hash_secret(secret),
+            key_hint=crypto.hint(secret),
+            previous_key_hash=self.key_hash if in_grace else None,
+            previous_key_expires_at=now + grace if in_grace else None,
+        )
+        return RolledKey(self, secret, now + grace)
 
     @classmethod
     def revoke(cls, organization_id: str, key_id: str) -> None:

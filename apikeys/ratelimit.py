@@ -29,6 +29,7 @@ from limits import RateLimitItem, parse_many
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from apikeys import key_limits
 from apikeys.auth import current_principal
 from apikeys.errors import RateLimited
 from apikeys.leases import LeasedLimiter
@@ -118,11 +119,11 @@ def _spend(lease: bool) -> None:
 
 
 def _budget(config: Mapping[str, Any]) -> tuple[str, str]:
-    """Whose budget a request spends, and its limits: its key's, or its address's when it
-    fails to authenticate."""
+    """Whose budget a request spends, and its limits: its key's (its own limit, or the
+    service's), or its address's when it fails to authenticate."""
     principal = current_principal()
     if principal:
-        return f"key/{principal.key_id}", config["RATE_LIMIT_PER_KEY"]
+        return f"key/{principal.key_id}", key_limits.spent(principal.rate_limit, config)
     return f"address/{get_remote_address()}", config["RATE_LIMIT_FAILED_AUTH"]
 
 

@@ -36,11 +36,15 @@ def normalize(requested: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(requested), key=_ORDER.__getitem__))
 
 
-def ensure_grantable(requested: Iterable[str], held: Iterable[str]) -> None:
+def ensure_grantable(
+    requested: Iterable[str],
+    held: Iterable[str],
+    refusal: str = "Your key cannot grant scopes it does not hold",
+) -> None:
     """A key can never grant more than it holds: Forbidden names what is missing."""
     missing = [scope for scope in requested if scope not in set(held)]
     if missing:
-        raise Forbidden(f"Your key cannot grant scopes it does not hold: {', '.join(missing)}")
+        raise Forbidden(f"{refusal}: {', '.join(missing)}")
 
 
 def serialize(scopes: Iterable[str]) -> str:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 from marshmallow import ValidationError
 
-from apikeys import crypto, scopes
+from apikeys import crypto, key_limits, scopes
 from apikeys.config import ConfigError
 from apikeys.db import database
-from apikeys.errors import KeyNotFound, NameTaken, OrganizationNotFound
-from apikeys.models import ApiKey, IssuedKey, Organization
+from apikeys.errors import InvalidRequest, KeyNotFound, NameTaken, OrganizationNotFound
+from apikeys.models import (
+    ApiKey,
+    IssuedKey,
+    Organization,
+    OrganizationPolicy,
+    RetiredKeyHash,
+    RolledKey,
+    utcnow,
+)
 from schemas.fields import clean_name
+
+#: What a PATCH may change.
+CHANGEABLE = ("name", "scopes", "expires_in_days", "rate_limit")
 
 
 def create_organization(name: str) -> Organization:
@@ -34,12 +47,122 @@ def create_key(
     requested_scopes: Iterable[str],
     expires_in_days: int | None = None,
     grantor_scopes: Iterable[str] | None = None,
+    *,
+    rate_limit: str | None = None,
+    rate_limit_cap: str | None = None,
+    actor_key_id: str | None = None,
 ) -> IssuedKey:
-    """Issue a key; a grantor (the calling key) can only hand out scopes it holds."""
+    """Issue a key; a grantor (the calling key, ``actor_key_id``) can only hand out scopes
+    it holds; the organization's policy and the rate-limit cap apply."""
     granted = scopes.normalize(requested_scopes)
     if grantor_scopes is not None:
         scopes.ensure_grantable(granted, grantor_scopes)
-    return ApiKey.issue(organization_id, name, granted, expires_in_days)
+    _ensure_within_cap(rate_limit, rate_limit_cap)
+    now = utcnow()
+    with database.atomic():
+        OrganizationPolicy.of(organization_id).ensure_allows(_expiry(expires_in_days, now), now)
+        return ApiKey.issue(
+            organization_id, name, granted, expires_in_days, rate_limit=rate_limit, now=now
+        )
+
+
+def update_key(
+    organization_id: str,
+    key_id: str,
+    changes: Mapping[str, Any],
+    *,
+    actor_key_id: str | None = None,
+    grantor_scopes: Iterable[str] | None = None,
+    rate_limit_cap: str | None = None,
+) -> ApiKey:
+    """Change a key's ``name``, ``scopes`` (replaced), ``expires_in_days`` (from now; None:
+    never) or ``rate_limit`` (None: the service's); what ``changes`` leaves out stays.
+
+    A grantor (the calling key, ``actor_key_id``) cannot leave the key holding a scope it
+    lacks itself, whether it sets the scopes or not. The organization's policy applies to
+    a new expiry.
+    """
+    unknown = sorted(set(changes) - set(CHANGEABLE))
+    if not changes or unknown:
+        raise InvalidRequest(f"Give one or more of {', '.join(CHANGEABLE)}")
+    fields: dict[str, Any] = {}
+    if "scopes" in changes:
+        fields["scopes"] = scopes.normalize(changes["scopes"])
+    if "name" in changes:
+        fields["name"] = changes["name"]
+    if "rate_limit" in changes:
+        _ensure_within_cap(changes["rate_limit"], rate_limit_cap)
+        fields["rate_limit"] = changes["rate_limit"]
+    now = utcnow()
+    with database.atomic():
+        api_key = ApiKey.find_for_change(organization_id, key_id)
+        if grantor_scopes is not None:
+            refusal = (
+                "Your key cannot grant scopes it does not hold"
+                if "scopes" in fields
+                else "Your key cannot change a key holding scopes it lacks"
+            )
+            scopes.ensure_grantable(fields.get("scopes", api_key.scopes), grantor_scopes, refusal)
+        if "expires_in_days" in changes:
+            fields["expires_at"] = _expiry(changes["expires_in_days"], now)
+            OrganizationPolicy.of(organization_id).ensure_allows(fields["expires_at"], now)
+        api_key.change(**fields)
+    return api_key
+
+
+def roll_key(
+    organization_id: str,
+    key_id: str,
+    grace_period_seconds: int = 0,
+    *,
+    actor_key_id: str | None = None,
+    grantor_scopes: Iterable[str] | None = None,
+) -> RolledKey:
+    """Give a key a new secret; the current one keeps working for ``grace_period_seconds``.
+
+    The secret is the key's power, so a grantor (the calling key, ``actor_key_id``) must
+    hold every scope of the key it rolls. The key's expiry must meet the organization's
+    policy as it is now (PATCH it first if a policy set since forbids it).
+    """
+    now = utcnow()
+    with database.atomic():
+        api_key = ApiKey.find_for_change(organization_id, key_id)
+        if grantor_scopes is not None:
+            scopes.ensure_grantable(
+                api_key.scopes, grantor_scopes, "Your key cannot roll a key holding scopes it lacks"
+            )
+        OrganizationPolicy.of(organization_id).ensure_allows(api_key.expires_at, now)
+        return api_key.roll(timedelta(seconds=grace_period_seconds), now)
+
+
+def get_policy(organization_id: str) -> OrganizationPolicy:
+    return OrganizationPolicy.of(organization_id)
+
+
+def set_policy(organization_id: str, **rules: Any) -> OrganizationPolicy:
+    """Set an organization's ``max_expires_in_days`` (None: no maximum) or
+    ``require_expiry``; existing keys are left as they are."""
+    return OrganizationPolicy.put(organization_id, **rules)
+
+
+def _expiry(expires_in_days: int | None, now: datetime) -> datetime | None:
+    return now + timedelta(days=expires_in_days) if expires_in_days else None
+
+
+def _ensure_within_cap(rate_limit: str | None, cap: str | None) -> None:
+    """InvalidRequest unless ``rate_limit`` is a valid limit within ``cap``
+    (apikeys/key_limits.py says what exceeding means)."""
+    if rate_limit is None:
+        return
+    if cap is None:
+        raise TypeError("a rate_limit is checked against a cap: give rate_limit_cap")
+    try:
+        key_limits.parse(rate_limit)
+    except ValueError as error:
+        raise InvalidRequest(f"rate_limit: {error}", details={"rate_limit": [str(error)]}) from None
+    if key_limits.exceeds(rate_limit, cap):
+        message = f"Exceeds the most a key may be allowed by this service, {cap}."
+        raise InvalidRequest(f"rate_limit: {message}", details={"rate_limit": [message]})
 
 
 def list_keys(organization_id: str) -> list[ApiKey]:
@@ -75,9 +198,17 @@ def bootstrap(secret: str, organization_name: str) -> None:
         raise ConfigError(
             f"APIKEYS_BOOTSTRAP_ORG is not a valid name: {' '.join(error.messages)}"
         ) from None
-    seeded = ApiKey.select().where(ApiKey.key_hash == crypto.hash_secret(secret))
+    digest = crypto.hash_secret(secret)
+
+    def seeded() -> bool:
+        # A secret rolled away is never seeded again, though the environment still holds it.
+        return (
+            ApiKey.select().where(ApiKey.key_hash == digest).exists()
+            or RetiredKeyHash.select().where(RetiredKeyHash.key_hash == digest).exists()
+        )
+
     with database.connection_context(), database.atomic():
-        if seeded.exists():
+        if seeded():
             return
         organization = Organization.ensure(organization_name)
         name = f"bootstrap {crypto.hint(secret)}"
@@ -85,5 +216,5 @@ def bootstrap(secret: str, organization_name: str) -> None:
             ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
         except NameTaken:
             # Another worker seeded the same key a moment ago: that is the goal.
-            if not seeded.exists():
+            if not seeded():
                 raise

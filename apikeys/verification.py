@@ -30,6 +30,7 @@ class Principal:
     key_id: str
     org_id: str
     scopes: frozenset[str]
+    rate_limit: str | None = None  # the key's own; None: the service's RATE_LIMIT_PER_KEY
 
 
 @functools.cache
@@ -45,7 +46,14 @@ def _lookup_sql(dialect: type[Database]) -> str:
         ApiKey.scopes,
         ApiKey.expires_at,
         ApiKey.last_used_at,
-    ).where(ApiKey.key_hash == "", ApiKey.revoked_at.is_null())
+        ApiKey.previous_key_hash,
+        ApiKey.previous_key_expires_at,
+        ApiKey.rate_limit,
+    ).where(
+        # Either of a key's secrets, in one query: both columns are indexed (unique).
+        (ApiKey.key_hash == "") | (ApiKey.previous_key_hash == ""),
+        ApiKey.revoked_at.is_null(),
+    )
     sql, _params = query.sql()
     return sql
 
@@ -67,20 +75,37 @@ def verify(
         return None
     digest = crypto.hash_secret(secret)
     opened = database.obj
-    row = opened.execute_sql(_lookup_sql(type(opened)), (digest,)).fetchone()
+    row = opened.execute_sql(_lookup_sql(type(opened)), (digest, digest)).fetchone()
     if row is None:
         return None
-    key_id, org_id, stored_hash, stored_scopes, expires_at, last_used_at = row
+    key_id, org_id, stored_hash, stored_scopes, expires_at, last_used_at = row[:6]
+    previous_hash, previous_until, rate_limit = row[6:]
     now = now or utcnow()
     expires_at = _timestamp(expires_at)
     # The row was found by this hash; comparing again in constant time keeps the rule that
     # nothing derived from a secret is compared with ==, whatever the database's collation.
-    if not hmac.compare_digest(stored_hash, digest) or (expires_at and expires_at <= now):
+    # A previous secret (a roll's) works only until its grace period ends.
+    current = hmac.compare_digest(stored_hash, digest)
+    if not current and not _in_grace(previous_hash, digest, _timestamp(previous_until), now):
+        return None
+    if expires_at and expires_at <= now:
         return None
     last_used_at = _timestamp(last_used_at)
     if last_used_at is None or now - last_used_at >= timedelta(seconds=last_used_interval):
         _record_use(key_id, now, last_used_interval)
-    return Principal(key_id, org_id, frozenset(scopes.deserialize(stored_scopes)))
+    return Principal(key_id, org_id, frozenset(scopes.deserialize(stored_scopes)), rate_limit)
+
+
+def _in_grace(
+    previous_hash: str | None, digest: str, until: datetime | None, now: datetime
+) -> bool:
+    """Whether ``digest`` is the key's previous secret's, still within its grace period."""
+    return (
+        previous_hash is not None
+        and until is not None
+        and now < until
+        and hmac.compare_digest(previous_hash, digest)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,18 @@ from tests.conftest import bearer
 pytestmark = pytest.mark.both_databases
 
 URL = "/api/v1/org/api-keys"
-LISTED_FIELDS = {"id", "name", "key_hint", "scopes", "created_at", "last_used_at", "expires_at"}
-CREATED_FIELDS = {"id", "name", "key", "scopes", "created_at", "expires_at"}
+LISTED_FIELDS = {
+    "id",
+    "name",
+    "key_hint",
+    "scopes",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "rate_limit",
+    "previous_key_expires_at",
+}
+CREATED_FIELDS = {"id", "name", "key", "scopes", "created_at", "expires_at", "rate_limit"}
 RFC3339_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 KEY_SCOPES = ("read:api_keys", "write:api_keys")
 NOW = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)

@@ -192,7 +192,7 @@ def test_create_request_body_is_documented(doc):
     body = doc["paths"][URL]["post"]["requestBody"]
     assert body["required"] is True
     schema = resolve(doc, body["content"]["application/json"]["schema"])
-    assert set(schema["properties"]) == {"name", "scopes", "expires_in_days"}
+    assert set(schema["properties"]) == {"name", "scopes", "expires_in_days", "rate_limit"}
     assert set(schema["required"]) == {"name", "scopes"}
     assert schema["additionalProperties"] is False
     assert schema["properties"]["name"]["maxLength"] == 128

@@ -1,8 +1,10 @@
-"""/api/v1/org/api-keys: list, create, get and revoke the caller's organization's keys."""
+"""/api/v1/org/api-keys: list, create, get, update, roll and revoke the caller's
+organization's keys."""
 
+from flask import current_app
 from flask.views import MethodView
 
-from apikeys import service
+from apikeys import key_limits, service
 from apikeys.auth import principal
 from apikeys.ratelimit import show_budget, spend_budget
 from apikeys.routes import Blueprint, protected
@@ -11,7 +13,10 @@ from schemas.api_keys import (
     ApiKeyCreatedSchema,
     ApiKeyCreateSchema,
     ApiKeyListSchema,
+    ApiKeyRolledSchema,
+    ApiKeyRollSchema,
     ApiKeySchema,
+    ApiKeyUpdateSchema,
 )
 
 blp = Blueprint(
@@ -31,6 +36,8 @@ blp.after_request(show_budget)
 _BY_ID = {"key_id": "$response.body#/id"}
 CREATED_LINKS = {
     "GetKeyById": {"operationId": "getApiKey", "parameters": _BY_ID},
+    "UpdateKey": {"operationId": "updateApiKey", "parameters": _BY_ID},
+    "RollKey": {"operationId": "rollApiKey", "parameters": _BY_ID},
     "RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID},
     "CheckWithKey": {
         "operationRef": "#/paths/~1api~1v1~1auth~1check/get",
@@ -42,6 +49,14 @@ CREATED_LINKS = {
     },
 }
 FOUND_LINKS = {"RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID}}
+ROLLED_LINKS = {
+    "CheckWithRolledKey": {
+        **CREATED_LINKS["CheckWithKey"],
+        "description": "Present the new secret to the check, for one of its scopes.",
+    },
+    "RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID},
+}
+NO_STORE = {"Cache-Control": {"schema": {"type": "string"}}}
 REVOKED_LINKS = {
     "GetRevokedKey": {
         "operationId": "getApiKey",
@@ -64,14 +79,19 @@ class ApiKeys(MethodView):
     @protected(blp, WRITE_API_KEYS, 400, 413)
     @blp.doc(operationId="createApiKey", responses={201: {"links": CREATED_LINKS}})
     @blp.arguments(ApiKeyCreateSchema, error_status_code=400)
-    @blp.response(
-        201, ApiKeyCreatedSchema, headers={"Cache-Control": {"schema": {"type": "string"}}}
-    )
+    @blp.response(201, ApiKeyCreatedSchema, headers=NO_STORE)
     def post(self, body):
         """Create a key: its secret is in this response and nowhere else, ever"""
         caller = principal()
         created = service.create_key(
-            caller.org_id, body["name"], body["scopes"], body["expires_in_days"], caller.scopes
+            caller.org_id,
+            body["name"],
+            body["scopes"],
+            body["expires_in_days"],
+            caller.scopes,
+            rate_limit=body["rate_limit"],
+            rate_limit_cap=key_limits.cap(current_app.config),
+            actor_key_id=caller.key_id,
         )
         return created, {"Cache-Control": "no-store"}
 
@@ -91,3 +111,38 @@ class ApiKeyById(MethodView):
     def delete(self, key_id):
         """Revoke a key, for good; the next request that presents it fails"""
         service.revoke_key(principal().org_id, key_id)
+
+    @protected(blp, WRITE_API_KEYS, 400, 404, 413)
+    @blp.doc(operationId="updateApiKey")
+    @blp.arguments(ApiKeyUpdateSchema, error_status_code=400)
+    @blp.response(200, ApiKeySchema)
+    def patch(self, body, key_id):
+        """Change a key's name, scopes, expiry or rate limit; the next request sees it"""
+        caller = principal()
+        return service.update_key(
+            caller.org_id,
+            key_id,
+            body,
+            actor_key_id=caller.key_id,
+            grantor_scopes=caller.scopes,
+            rate_limit_cap=key_limits.cap(current_app.config),
+        )
+
+
+@blp.route("/<key_id>/roll")
+class RollApiKey(MethodView):
+    @protected(blp, WRITE_API_KEYS, 400, 404, 413)
+    @blp.doc(operationId="rollApiKey", responses={200: {"links": ROLLED_LINKS}})
+    @blp.arguments(ApiKeyRollSchema, required=False, error_status_code=400)
+    @blp.response(200, ApiKeyRolledSchema, headers=NO_STORE)
+    def post(self, body, key_id):
+        """Give a key a new secret; the old one works through the grace period, then never"""
+        caller = principal()
+        rolled = service.roll_key(
+            caller.org_id,
+            key_id,
+            body["grace_period_seconds"],
+            actor_key_id=caller.key_id,
+            grantor_scopes=caller.scopes,
+        )
+        return rolled, {"Cache-Control": "no-store"}
