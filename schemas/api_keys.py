@@ -119,9 +119,7 @@ class ApiKeyListSchema(Schema):
 class ApiKeyCreateSchema(Schema):
     name = name_field(required=True)
     scopes = scopes_field(required=True)
-    expires_in_days = expiry_field(
-        "Omit or null for a key that never expires.", load_default=None
-    )
+    expires_in_days = expiry_field("Omit or null for a key that never expires.", load_default=None)
     rate_limit = rate_limit_field(load_default=None)
 
 

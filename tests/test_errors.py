@@ -31,7 +31,7 @@ def assert_error(response, status: int, code: str, details: bool = False) -> dic
 
 @pytest.mark.parametrize(
     "path",
-    ["/nope", "/api/v1/org/api-key", "/api/v1/org/api-keys/some-id/roll", "/api/v2/org/api-keys"],
+    ["/nope", "/api/v1/org/api-key", "/api/v1/org/api-keys/some-id/rotate", "/api/v2/org/api-keys"],
 )
 def test_unknown_route_is_404(client, admin, path):
     assert_error(client.get(path, headers=bearer(admin.key)), 404, "not_found")
@@ -44,8 +44,9 @@ def test_unknown_route_is_404(client, admin, path):
         ("put", URL, {"GET", "POST"}),
         ("patch", URL, {"GET", "POST"}),
         ("delete", URL, {"GET", "POST"}),
-        ("post", URL + "/key_abc", {"GET", "DELETE"}),
-        ("put", URL + "/key_abc", {"GET", "DELETE"}),
+        ("post", URL + "/key_abc", {"GET", "DELETE", "PATCH"}),
+        ("put", URL + "/key_abc", {"GET", "DELETE", "PATCH"}),
+        ("get", URL + "/key_abc/roll", {"POST"}),
         ("post", "/healthz", {"GET"}),
     ],
 )
