@@ -13,6 +13,7 @@ from apikeys import config as settings
 from apikeys import db, errors, logs, metrics, policy, ratelimit, startup
 from apikeys.auth import SECURITY_SCHEMES
 from apikeys.routes import docs
+from schemas.api_keys import ApiKeyUpdateSchema
 from schemas.errors import ErrorSchema
 
 
@@ -63,6 +64,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     ratelimit.init_app(app)
     metrics.init_app(app)
+    # What marshmallow cannot state, registered before a route refers to it: a PATCH
+    # changes at least one field.
+    api.spec.components.schema("ApiKeyUpdate", {"minProperties": 1}, schema=ApiKeyUpdateSchema)
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(check.blp)
     api.register_blueprint(health.blp)

@@ -2,11 +2,12 @@
 
 import pytest
 
-from apikeys import scopes
+from apikeys import key_limits, scopes
 from tests.conftest import bearer
 
 URL = "/api/v1/org/api-keys"
 ONE = URL + "/{key_id}"
+ROLL = ONE + "/roll"
 SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
 ERROR_REF = "#/components/schemas/Error"
 
@@ -16,6 +17,8 @@ OPERATIONS = {
     ("post", URL): {201, 400, 401, 403, 413, 429},
     ("get", ONE): {200, 401, 403, 404, 429},
     ("delete", ONE): {204, 401, 403, 404, 429},
+    ("patch", ONE): {200, 400, 401, 403, 404, 413, 429},
+    ("post", ROLL): {200, 400, 401, 403, 404, 413, 429},
 }
 CASES = [
     (method, path, status)
@@ -65,7 +68,9 @@ def provoke(app, client, make_key, method: str, path: str, status: int):
     headers = {} if status == 401 else bearer(caller.key)
     url = path.replace("{key_id}", "key_unknown" if status == 404 else target.id)
     kwargs = {"json": {"name": "new", "scopes": ["read:billing"]}}
-    if status == 400:
+    if path == ROLL:
+        kwargs = {"json": {"grace_period_seconds": -1 if status == 400 else 60}}
+    elif status == 400:
         kwargs = {"json": {"name": "", "scopes": []}}
     if status == 413:
         kwargs = {"data": "x" * 70_000, "content_type": "application/json"}
@@ -186,6 +191,12 @@ def test_documented_bodies_match_real_ones(doc, client, admin):
     assert set(schema_of("get", ONE, "200")["properties"]) == set(one)
     assert "content" not in documented(doc, "delete", ONE)["204"]
     assert "Cache-Control" in documented(doc, "post", URL)["201"]["headers"]
+    key_url = f"{URL}/{created.json['id']}"
+    patched = client.patch(key_url, headers=bearer(admin.key), json={"name": "m"})
+    rolled = client.post(key_url + "/roll", headers=bearer(admin.key))
+    assert set(schema_of("patch", ONE, "200")["properties"]) == set(patched.json)
+    assert set(schema_of("post", ROLL, "200")["properties"]) == set(rolled.json)
+    assert "Cache-Control" in documented(doc, "post", ROLL)["200"]["headers"]
 
 
 def test_create_request_body_is_documented(doc):
@@ -200,6 +211,22 @@ def test_create_request_body_is_documented(doc):
     days = schema["properties"]["expires_in_days"]
     assert (days["type"], days["minimum"], days["maximum"]) == ("integer", 1, 3650)
     assert days["nullable"] is True
+
+
+def test_update_and_roll_request_bodies_are_documented(doc):
+    update = doc["paths"][ONE]["patch"]["requestBody"]
+    schema = resolve(doc, update["content"]["application/json"]["schema"])
+    assert set(schema["properties"]) == {"name", "scopes", "expires_in_days", "rate_limit"}
+    assert "required" not in schema
+    assert schema["minProperties"] == 1
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["rate_limit"]["pattern"] == key_limits.PATTERN
+    assert schema["properties"]["rate_limit"]["nullable"] is True
+    roll = doc["paths"][ROLL]["post"]["requestBody"]
+    assert roll.get("required", False) is False
+    schema = resolve(doc, roll["content"]["application/json"]["schema"])
+    grace = schema["properties"]["grace_period_seconds"]
+    assert (grace["minimum"], grace["maximum"], grace["default"]) == (0, 604_800, 0)
 
 
 def test_interactive_docs_answer(client):

@@ -31,13 +31,11 @@ blp.before_request(spend_budget)
 blp.after_request(show_budget)
 
 
-#: OpenAPI links: what a client does next with a key it created or revoked. They are the
-#: paths the contract fuzzer follows (create, get, use, revoke, get again).
+#: OpenAPI links: what a client does next with a key it created, found, rolled or revoked.
+#: They are the paths the contract fuzzer follows (create, get, update, roll, use, revoke).
 _BY_ID = {"key_id": "$response.body#/id"}
 CREATED_LINKS = {
     "GetKeyById": {"operationId": "getApiKey", "parameters": _BY_ID},
-    "UpdateKey": {"operationId": "updateApiKey", "parameters": _BY_ID},
-    "RollKey": {"operationId": "rollApiKey", "parameters": _BY_ID},
     "RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID},
     "CheckWithKey": {
         "operationRef": "#/paths/~1api~1v1~1auth~1check/get",
@@ -48,7 +46,11 @@ CREATED_LINKS = {
         },
     },
 }
-FOUND_LINKS = {"RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID}}
+FOUND_LINKS = {
+    "RevokeKey": {"operationId": "revokeApiKey", "parameters": _BY_ID},
+    "UpdateKey": {"operationId": "updateApiKey", "parameters": _BY_ID},
+    "RollKey": {"operationId": "rollApiKey", "parameters": _BY_ID},
+}
 ROLLED_LINKS = {
     "CheckWithRolledKey": {
         **CREATED_LINKS["CheckWithKey"],
