@@ -96,7 +96,7 @@ def test_the_operator_workflow_in_real_processes(tmp_path):
     )
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
-    assert set(key) == {"id", "name", "key", "scopes", "created_at", "expires_at"}
+    assert set(key) == {"id", "name", "key", "scopes", "created_at", "expires_at", "rate_limit"}
     assert key["name"] == "ops" and key["scopes"] == ["read:api_keys", "write:api_keys"]
     assert crypto.is_well_formed(key["key"])
     assert key["created_at"].endswith("Z") and key["expires_at"].endswith("Z")

@@ -67,6 +67,9 @@ class Key:
             "created_at": rfc3339(self.created_at),
             "last_used_at": rfc3339(self.last_used_at),
             "expires_at": rfc3339(self.expires_at),
+            # The model's keys are never given a limit of their own, nor rolled.
+            "rate_limit": None,
+            "previous_key_expires_at": None,
         }
 
 
@@ -156,6 +159,7 @@ class KeyLifecycle(RuleBasedStateMachine):
                 **{field: shown[field] for field in ("id", "name", "scopes", "created_at")},
                 "key": key.secret,
                 "expires_at": shown["expires_at"],
+                "rate_limit": None,
             }
             self.keys.append(key)
 
