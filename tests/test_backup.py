@@ -16,6 +16,7 @@ from apikeys import crypto
 from tests.conftest import POSTGRES_DSN, bearer
 from tests.servers import Server, production
 from tests.test_cli import assert_clean_failure, flask
+from tests.test_migrations import MIGRATIONS
 
 KEYS = "/api/v1/org/api-keys"
 CHECK = "/api/v1/auth/check"
@@ -96,7 +97,7 @@ def test_a_backup_taken_under_writes_restores_every_key_created_before_it(tmp_pa
     written = json.loads(taken.stdout)
     assert written["backup"] == str(backup)
     assert written["bytes"] == backup.stat().st_size
-    assert written["migrations"] == ["0001_initial", "0002_readiness_probe"]
+    assert written["migrations"] == MIGRATIONS
     assert not list(tmp_path.glob(".backup.db.partial-*"))
     with sqlite3.connect(tmp_path / "copy-of-the-file.db") as copy:
         copied = {key_id for (key_id,) in copy.execute("SELECT id FROM api_key")}
@@ -150,5 +151,5 @@ def test_an_upgrade_keeps_a_newer_releases_migrations_and_applies_nothing(tmp_pa
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads(upgraded.stdout) == {
         "applied": [],
-        "current": ["0001_initial", "0002_readiness_probe", "0099_newer"],
+        "current": [*MIGRATIONS, "0099_newer"],
     }
