@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from apikeys import crypto
 from tests.conftest import REDIS_URL, bearer
 from tests.servers import ROOT, START_TIMEOUT, Reply, Server, production, send
+from tests.wsgi_apps import IMPATIENT_TIMEOUT
 
 WORKERS = 2
 CHECK = "/api/v1/auth/check"
@@ -139,6 +140,22 @@ def test_the_servers_own_answers_are_counted_with_bounded_labels(tmp_path, env):
     healthz = frozenset({("method", "GET"), ("route", "/healthz"), ("status", "200")})
     assert requests[healthz] >= 1
     assert not [labels for labels in requests if ("method", "BREW") in labels]
+
+
+def test_an_answer_past_the_deadline_is_counted_once_as_the_503_sent(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'apikeys.db'}"}
+    with production(tmp_path, env, workers=1, target="tests.wsgi_apps:impatient_service") as server:
+        assert send(server.port, "GET", f"/sleep?seconds={IMPATIENT_TIMEOUT + 1}").status == 503
+        # The app's own answer comes a second later, to no one.
+        time.sleep(1.5)
+        samples = parsed(send(server.port, "GET", "/metrics").body)
+    requests = {
+        dict(labels)["route"]: (dict(labels)["status"], count)
+        for (name, labels), count in samples.items()
+        if name == "apikeys_http_requests_total" and ("method", "GET") in labels
+    }
+    assert requests["unrouted"] == ("503", 1)
+    assert "/sleep" not in requests
 
 
 def test_a_killed_and_respawned_worker_takes_nothing_from_the_counts(tmp_path, env, secret):
