@@ -15,7 +15,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apikeys import crypto
 from tests.conftest import REDIS_URL, bearer
-from tests.servers import ROOT, START_TIMEOUT, Reply, Server, production, send
+from tests.servers import (
+    ROOT,
+    START_TIMEOUT,
+    Reply,
+    Server,
+    production,
+    send,
+    wait_for_workers,
+)
 from tests.wsgi_apps import IMPATIENT_TIMEOUT
 
 WORKERS = 2
@@ -183,6 +191,8 @@ def test_a_killed_and_respawned_worker_takes_nothing_from_the_counts(tmp_path, e
 
 def test_a_temporary_metrics_directory_lives_as_long_as_the_server(tmp_path, env, secret):
     with production(tmp_path, env, workers=WORKERS) as server:
+        # granian stops slowly (past the test's grace) while a worker is still starting.
+        wait_for_workers(server, WORKERS)
         server.request("GET", CHECK, {**bearer(secret), "X-Required-Scope": "read:billing"})
         (directory,) = tmp_path.glob("apikeys-metrics-*")
         assert list(directory.glob("*.db"))
