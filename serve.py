@@ -7,6 +7,10 @@ The environment may set ``HOST`` (default 0.0.0.0), ``PORT`` (8000) and
 ``WEB_CONCURRENCY`` (worker processes; default one per CPU). The service's own settings
 (``DATABASE_URL``, ``REDIS_URL``, ...) are read by ``create_app`` as usual.
 
+The workers' metrics are summed at each scrape through files in
+``PROMETHEUS_MULTIPROC_DIR``: the operator's directory, emptied at start, or else a fresh
+temporary one, removed at exit (apikeys.metrics).
+
 For ``app:create_app``, this process checks the settings, migrates the database and seeds
 ``APIKEYS_BOOTSTRAP_KEY`` once, before any worker starts; a database it cannot reach then
 stops it with one line on stderr. The workers never touch the database at start.
@@ -28,7 +32,7 @@ from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 
-from apikeys import config, logs, policy, serving, startup
+from apikeys import config, logs, metrics, policy, serving, startup
 
 #: One process per core: every request is mostly Python, which one process runs on one core.
 WORKERS = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
@@ -113,10 +117,12 @@ def prepare_database(settings: dict[str, Any]) -> None:
 
 
 def serve(target: str = "app:create_app") -> None:
-    if target == "app:create_app":
-        prepare_database(check_settings())
-    loader = functools.partial(serving.load, threads=APP_THREADS, own_threads=OWN_THREADS)
-    server(target).serve(target_loader=loader)
+    # Before the workers: they sum each other's metrics through its files.
+    with metrics.multiprocess_directory():
+        if target == "app:create_app":
+            prepare_database(check_settings())
+        loader = functools.partial(serving.load, threads=APP_THREADS, own_threads=OWN_THREADS)
+        server(target).serve(target_loader=loader)
 
 
 if __name__ == "__main__":

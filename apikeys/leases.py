@@ -39,6 +39,8 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from redis import RedisError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
+from apikeys import metrics
+
 log = logging.getLogger(__name__)
 
 #: A lease takes at most this fraction of what remains of a budget, so that several
@@ -267,6 +269,7 @@ class LeasedLimiter:
         with self._lock:
             if not self._down:
                 log.warning(FALLING_BACK)
+                metrics.count_fallback()
             # Units already leased stay spendable: Redis counted them.
             self._down, self._retry_at = True, self._clock() + RETRY_SECONDS
 

@@ -29,7 +29,7 @@ from limits import RateLimitItem, parse_many
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from apikeys import key_limits
+from apikeys import key_limits, metrics
 from apikeys.auth import current_principal
 from apikeys.errors import RateLimited
 from apikeys.leases import LeasedLimiter
@@ -115,6 +115,7 @@ def _spend(lease: bool) -> None:
             break
     g.rate_window = shown
     if not shown.allowed:
+        metrics.count_rejection(caller.partition("/")[0])
         raise RateLimited()
 
 

@@ -18,7 +18,9 @@ adapter stands between granian and the WSGI app and guarantees:
 - **Liveness never waits**: ``GET``/``HEAD /healthz`` is answered here, on the event loop.
 - Every answer of its own (those above, ``/healthz``'s, and a 500 when the app fails
   outside its own error handling) carries ``X-Request-ID`` and writes the request line
-  as the app's answers do (apikeys/logs.py: the same id rule, fields and format).
+  as the app's answers do (apikeys/logs.py: the same id rule, fields and format), and is
+  counted in the request metrics under the route ``unrouted`` (``/healthz`` under its
+  own; apikeys/metrics.py). An answer past the deadline is counted once, as the 503.
 - **Headers cannot alias one another**: a header whose name contains ``_`` is dropped
   (nginx and gunicorn do the same), so ``X_Original_URI`` can never stand in for
   ``X-Original-URI``. Repeated headers are joined with ``,`` (Cookie with ``; ``) as WSGI
@@ -45,7 +47,7 @@ from typing import Any, NamedTuple
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from apikeys import logs
+from apikeys import logs, metrics
 from apikeys.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,8 @@ class Adapter:
         if isinstance(answer, OwnAnswer):
             client = self._client_address(scope, headers)
             logs.log_request(request_id, scope.method, scope.path, status, started, client)
+            route = "/healthz" if answer is _HEALTH else metrics.UNROUTED
+            metrics.count_own_answer(scope.method, route, status, started)
 
     async def _answer(
         self, scope: Any, proto: Any, headers: dict[str, str], repeated: frozenset[str], size: int
@@ -159,6 +163,7 @@ class Adapter:
                     self.executors.get(scope.path, self.executor), run_wsgi, self.app, environ
                 )
         except TimeoutError:
+            environ[metrics.ABANDONED] = True  # the app's answer, if it comes, is not counted
             log.warning(
                 "%s %s: no answer within %g s", scope.method, scope.path, self.request_timeout
             )

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from peewee import Database, PeeweeException
 
-from apikeys import crypto, db, scopes
+from apikeys import crypto, db, metrics, scopes
 from apikeys.db import database
 from apikeys.models import ApiKey, utcnow
 
@@ -140,6 +140,7 @@ def _record_use(key_id: str, now: datetime, interval: int) -> None:
             )
         _outage = _Outage(opened, time.monotonic() + TOUCH_BACKOFF_SECONDS)
         return
+    metrics.count_last_used_write()
     if outage is not None:
         _outage = None
         if outage.database is opened:

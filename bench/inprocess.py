@@ -5,7 +5,8 @@
 
 Seeds a fresh SQLite database with 1,000 keys, then calls, in rotation over those keys:
 the bare Flask ceiling (bench/ceiling.py), the service's /healthz, and the check with
-its rate limits off and on (Redis db 14, a key prefix of its own, deleted at the end).
+its rate limits off and on (Redis db 14, a key prefix of its own, deleted at the end),
+with request logs and metrics on as serve.py runs them (metrics in multiprocess files).
 Prints the CPU microseconds per request, best of 3 rounds (CPU time, so that other
 processes on a shared machine do not count). What the HTTP benchmark cannot show:
 where, in Python, a check's time goes.
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from apikeys import db
+from apikeys import db, metrics
 from app import create_app
 from bench import ceiling, run, seed
 
@@ -123,7 +124,8 @@ def main() -> None:
             print(f"{title:34}{instructions(label, args.requests or 1000):9,} instructions")
         return
     prefix = "bench-" + secrets.token_hex(4)
-    with tempfile.TemporaryDirectory() as directory:
+    # Metrics as serve.py's workers count them: in files, for the scrape to sum.
+    with metrics.multiprocess_directory(), tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'inprocess.db'}"
         db.init(url)
         db.migrate()

@@ -36,6 +36,7 @@ from pathlib import Path
 import redis
 
 from apikeys import crypto, db
+from apikeys.metrics import DIRECTORY
 from bench import seed
 from tests.servers import stop_process_group
 
@@ -142,10 +143,13 @@ def serve(name: str, command: list[str], port: int, env: dict, probe: dict) -> I
     """Run ``command`` in a process group of its own until the block ends."""
     log = Path(env["BENCH_LOGS"]) / f"{name}.log"
     with log.open("w") as output:
+        # Each serve.py makes a metrics directory of its own (apikeys.metrics): a shared
+        # one would be emptied by each server that starts.
+        inherited = {name: value for name, value in os.environ.items() if name != DIRECTORY}
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**inherited, **env},
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -455,6 +459,9 @@ def main() -> None:
             "REDIS_URL": args.redis_url,
             "RATE_LIMIT_PER_KEY": RATE_LIMIT,
             "LAST_USED_INTERVAL_SECONDS": str(LAST_USED_INTERVAL),
+            # Production's defaults, whatever the shell says: a JSON line per request.
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
         }
         check_headers = {"Authorization": f"Bearer {rotating[0]}", "X-Required-Scope": SCOPE}
 
@@ -508,6 +515,7 @@ def main() -> None:
         if not args.quick:
             failed += count_writes(check_port, small, writer)
             list_latency(targets[2].server.port, reader)
+        failed += production_defaults(targets[1].server)
         print(f"Whole run: {time.monotonic() - began:.0f} s")
         if failed:
             sys.exit(f"FAILED: {failed} requests were not answered 200")
@@ -579,6 +587,33 @@ def count_writes(port: int, database: str, writer: str) -> int:
         f"the coalescing interval is {LAST_USED_INTERVAL} s)"
     )
     return sum(status != 200 for status in statuses)
+
+
+def production_defaults(server: Server) -> int:
+    """Show that the check ran as shipped, request lines and metrics on: the checks its log
+    has a line for, and those one scrape of /metrics counts over every worker. Returns 1
+    if they differ."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    logged = 0
+    with server.log.open() as lines:
+        for line in lines:
+            if CHECK in line and line.startswith("{"):
+                entry = json.loads(line)
+                logged += entry.get("path") == CHECK and entry.get("status") == 200
+    status, body = get(server.port, "/metrics", {})
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    labels = (("method", "GET"), ("route", CHECK), ("status", "200"))
+    counted = round(samples.get(("apikeys_http_requests_total", labels), 0))
+    print(
+        f"Request log and metrics on: {logged:,} checks answered 200 in the log, "
+        f"{counted:,} in one scrape of /metrics (summed over the workers)"
+    )
+    return int(status != 200 or counted != logged)
 
 
 def list_latency(port: int, reader: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -164,11 +165,15 @@ def production(
         stop_process_group(process)
 
 
+_STARTED_WORKER = re.compile(r"^\[INFO\] Started worker-\d+$", re.MULTILINE)
+
+
 def wait_for_workers(server: Server, count: int) -> None:
     """Until ``count`` workers of the production server have started: it answers as soon as
     one has, and a test may want every worker to meet the fault it makes."""
     deadline = time.monotonic() + START_TIMEOUT
-    while server.log().count("[INFO] Started worker-") < count:
+    # granian logs "Started worker-1" and then "Started worker-1 runtime-1": count the first.
+    while len(_STARTED_WORKER.findall(server.log())) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{count} workers did not start:\n{server.log()}")
         time.sleep(0.05)

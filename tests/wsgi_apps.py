@@ -4,6 +4,8 @@
 sleeps first. ``impatient``: the same behind an adapter with one thread, and a request
 deadline and a body timeout of ``IMPATIENT_TIMEOUT`` seconds, so that a test can pass them
 quickly; it writes the service's request lines for the adapter's own answers.
+``impatient_service``: the service, with ``GET /sleep?seconds=N`` added, behind an adapter
+with one thread and a request deadline of ``IMPATIENT_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
@@ -56,3 +58,18 @@ def impatient() -> Adapter:
     return Adapter(
         echo_app, threads=1, request_timeout=IMPATIENT_TIMEOUT, body_timeout=IMPATIENT_TIMEOUT
     )
+
+
+def impatient_service() -> Adapter:
+    from flask import request
+
+    from app import create_app
+
+    app = create_app()
+
+    @app.get("/sleep")
+    def sleep():
+        time.sleep(float(request.args["seconds"]))
+        return {"slept": True}
+
+    return Adapter(app, threads=1, request_timeout=IMPATIENT_TIMEOUT)
