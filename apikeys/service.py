@@ -6,11 +6,13 @@ from collections.abc import Iterable
 
 from marshmallow import ValidationError
 
-from apikeys import crypto, scopes
+from apikeys import audit, crypto, scopes
+from apikeys.audit import Origin
 from apikeys.config import ConfigError
 from apikeys.db import database
 from apikeys.errors import KeyNotFound, NameTaken, OrganizationNotFound
 from apikeys.models import ApiKey, IssuedKey, Organization
+from apikeys.pagination import Page, paginate
 from schemas.fields import clean_name
 
 
@@ -34,32 +36,50 @@ def create_key(
     requested_scopes: Iterable[str],
     expires_in_days: int | None = None,
     grantor_scopes: Iterable[str] | None = None,
+    origin: Origin = audit.CLI,
 ) -> IssuedKey:
-    """Issue a key; a grantor (the calling key) can only hand out scopes it holds."""
+    """Issue a key; a grantor (the calling key) can only hand out scopes it holds.
+
+    ``origin`` is who asks: the operator's tools (the CLI) unless a request says otherwise.
+    """
     granted = scopes.normalize(requested_scopes)
     if grantor_scopes is not None:
         scopes.ensure_grantable(granted, grantor_scopes)
-    return ApiKey.issue(organization_id, name, granted, expires_in_days)
+    with database.atomic():
+        issued = ApiKey.issue(organization_id, name, granted, expires_in_days)
+        audit.record(audit.CREATED, organization_id, issued.id, origin)
+    return issued
 
 
 def list_keys(organization_id: str) -> list[ApiKey]:
     return list(ApiKey.live(organization_id))
 
 
+def page_of_keys(
+    organization_id: str, limit: int | None = None, after: str | None = None
+) -> tuple[Page, int]:
+    """A page of the organization's live keys, newest first, and how many it has in all."""
+    live = ApiKey.live(organization_id)
+    page = paginate(live, ApiKey.created_at, ApiKey.id, limit, after)
+    return page, live.order_by().count()
+
+
 def get_key(organization_id: str, key_id: str) -> ApiKey:
     return ApiKey.find(organization_id, key_id)
 
 
-def revoke_key(organization_id: str, key_id: str) -> None:
-    ApiKey.revoke(organization_id, key_id)
+def revoke_key(organization_id: str, key_id: str, origin: Origin = audit.CLI) -> None:
+    with database.atomic():
+        ApiKey.revoke(organization_id, key_id)
+        audit.record(audit.REVOKED, organization_id, key_id, origin)
 
 
-def revoke_any(key_id: str) -> None:
+def revoke_any(key_id: str, origin: Origin = audit.CLI) -> None:
     """Revoke a key of any organization (the operator's CLI)."""
     api_key = ApiKey.get_or_none(ApiKey.id == key_id, ApiKey.revoked_at.is_null())
     if api_key is None:
         raise KeyNotFound(f"No live key with id {key_id!r}")
-    ApiKey.revoke(api_key.organization_id, key_id)
+    revoke_key(api_key.organization_id, key_id, origin)
 
 
 def bootstrap(secret: str, organization_name: str) -> None:
@@ -82,7 +102,8 @@ def bootstrap(secret: str, organization_name: str) -> None:
         organization = Organization.ensure(organization_name)
         name = f"bootstrap {crypto.hint(secret)}"
         try:
-            ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
+            issued = ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
+            audit.record(audit.CREATED, organization.id, issued.id, audit.BOOTSTRAP)
         except NameTaken:
             # Another worker seeded the same key a moment ago: that is the goal.
             if not seeded.exists():

@@ -2,10 +2,10 @@
 
 from flask.views import MethodView
 
-from apikeys import service
+from apikeys import audit, service
 from apikeys.auth import principal
 from apikeys.ratelimit import show_budget, spend_budget
-from apikeys.routes import Blueprint, protected
+from apikeys.routes import Blueprint, origin, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -13,6 +13,7 @@ from schemas.api_keys import (
     ApiKeyListSchema,
     ApiKeySchema,
 )
+from schemas.pagination import PageArgsSchema
 
 blp = Blueprint(
     "api_keys",
@@ -24,6 +25,7 @@ blp = Blueprint(
 # authenticate), before the view runs.
 blp.before_request(spend_budget)
 blp.after_request(show_budget)
+blp.after_request(audit.prune_when_due)
 
 
 #: OpenAPI links: what a client does next with a key it created or revoked. They are the
@@ -53,13 +55,14 @@ REVOKED_LINKS = {
 
 @blp.route("")
 class ApiKeys(MethodView):
-    @protected(blp, READ_API_KEYS)
+    @protected(blp, READ_API_KEYS, 400)
     @blp.doc(operationId="listApiKeys")
+    @blp.arguments(PageArgsSchema, location="query", error_status_code=400)
     @blp.response(200, ApiKeyListSchema)
-    def get(self):
+    def get(self, args):
         """List your organization's keys, newest first (revoked keys are left out)"""
-        keys = service.list_keys(principal().org_id)
-        return {"data": keys, "total": len(keys)}
+        page, total = service.page_of_keys(principal().org_id, args["limit"], args["after"])
+        return page.listing(total)
 
     @protected(blp, WRITE_API_KEYS, 400, 413)
     @blp.doc(operationId="createApiKey", responses={201: {"links": CREATED_LINKS}})
@@ -71,7 +74,12 @@ class ApiKeys(MethodView):
         """Create a key: its secret is in this response and nowhere else, ever"""
         caller = principal()
         created = service.create_key(
-            caller.org_id, body["name"], body["scopes"], body["expires_in_days"], caller.scopes
+            caller.org_id,
+            body["name"],
+            body["scopes"],
+            body["expires_in_days"],
+            caller.scopes,
+            origin=origin(),
         )
         return created, {"Cache-Control": "no-store"}
 
@@ -90,4 +98,4 @@ class ApiKeyById(MethodView):
     @blp.response(204)
     def delete(self, key_id):
         """Revoke a key, for good; the next request that presents it fails"""
-        service.revoke_key(principal().org_id, key_id)
+        service.revoke_key(principal().org_id, key_id, origin())
