@@ -166,22 +166,27 @@ def prune(retention_days: int, now: datetime | None = None) -> int:
         return AuditEvent.delete().where(AuditEvent.time < oldest).execute()
 
 
-def prune_when_due(response: Response) -> Response:
-    """An ``after_request`` hook: prune at most once an hour per process; a failure is
-    logged and tried again an hour later, never the request's problem."""
-    state = current_app.extensions["apikeys.audit"]
-    now = utcnow()
-    if state["pruned_at"] is not None and now - state["pruned_at"] < PRUNE_EVERY:
-        return response
-    state["pruned_at"] = now
+def prune_or_warn(retention_days: int, now: datetime | None = None) -> bool:
+    """``prune``, as housekeeping: a failure is a warning, never the caller's problem (a
+    start, a request), and the next prune deletes what this one left. Whether it pruned."""
     try:
-        pruned = prune(current_app.config["AUDIT_RETENTION_DAYS"], now)
+        pruned = prune(retention_days, now)
     except PeeweeException as error:
-        db.discard_connection()
         log.warning("could not prune the audit log: %s", str(error).partition("\n")[0])
-        return response
+        return False
     if pruned:
         log.info("pruned %d audit events past retention", pruned)
+    return True
+
+
+def prune_when_due(response: Response) -> Response:
+    """An ``after_request`` hook: ``prune_or_warn`` at most once an hour per process."""
+    state = current_app.extensions["apikeys.audit"]
+    now = utcnow()
+    if state["pruned_at"] is None or now - state["pruned_at"] >= PRUNE_EVERY:
+        state["pruned_at"] = now
+        if not prune_or_warn(current_app.config["AUDIT_RETENTION_DAYS"], now):
+            db.discard_connection()  # as after any database error in a request
     return response
 
 

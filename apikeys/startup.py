@@ -41,7 +41,7 @@ def prepare(config: Mapping[str, Any]) -> list[str]:
         if config["APIKEYS_BOOTSTRAP_KEY"]:
             service.bootstrap(config["APIKEYS_BOOTSTRAP_KEY"], config["APIKEYS_BOOTSTRAP_ORG"])
         with db.database.connection_context():
-            audit.prune(config["AUDIT_RETENTION_DAYS"])
+            audit.prune_or_warn(config["AUDIT_RETENTION_DAYS"])
     finally:
         # Workers may fork after this: no connection opened here may outlive it.
         db.close_all()
