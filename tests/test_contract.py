@@ -90,11 +90,15 @@ def status_documented(ctx, response, case) -> None:
 
 def refused_for_a_stated_reason(ctx, response, case) -> None:
     """A request the document allows is refused only for what a schema cannot say:
-    a name already taken, or a check told nothing (or half a method/URI pair) to check."""
+    a name already taken, a cursor the listing did not give, or a check told nothing (or
+    half a method/URI pair) to check."""
     if not case.meta.generation.mode.is_positive or response.status_code != 400:
         return
     code = response.json()["error"]["code"] if response.content else "invalid_request"
-    if case.operation.path == "/api/v1/org/api-keys":
+    if case.method == "GET" and "after" in (case.query or {}):
+        details = response.json()["error"].get("details", {})
+        assert code == "invalid_request" and set(details) == {"after"}, response.text
+    elif case.operation.path == "/api/v1/org/api-keys":
         assert code == "name_taken", response.text
     elif case.operation.path == "/api/v1/auth/check":
         assert code == "invalid_request", response.text
