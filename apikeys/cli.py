@@ -131,8 +131,8 @@ def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
 @_prepared
 def list_keys(org: str) -> None:
     """List an organization's live keys, newest first."""
-    found = service.list_keys(service.find_organization(org).id)
-    _emit(ApiKeyListSchema().dump({"data": found, "total": len(found)}))
+    page, total = service.page_of_keys(service.find_organization(org).id)
+    _emit(ApiKeyListSchema().dump(page.listing(total)))
 
 
 @keys.command("revoke")

@@ -103,8 +103,9 @@ def bootstrap(secret: str, organization_name: str) -> None:
         name = f"bootstrap {crypto.hint(secret)}"
         try:
             issued = ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
-            audit.record(audit.CREATED, organization.id, issued.id, audit.BOOTSTRAP)
         except NameTaken:
             # Another worker seeded the same key a moment ago: that is the goal.
             if not seeded.exists():
                 raise
+            return
+        audit.record(audit.CREATED, organization.id, issued.id, audit.BOOTSTRAP)
