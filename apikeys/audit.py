@@ -40,6 +40,9 @@ ACTORS = ("key", "cli", "bootstrap")
 #: What a client sends is kept to this many characters (a user agent, an address).
 MAX_CLIENT_TEXT = 256
 PRUNE_EVERY = timedelta(hours=1)
+#: How long a prune during a request may wait for another writer's lock before it gives
+#: up until the next hour: the request's answer waits for it.
+PRUNE_PATIENCE_MS = 100
 
 
 @dataclass(frozen=True)
@@ -161,16 +164,26 @@ def events(
 
 def prune(retention_days: int, now: datetime | None = None) -> int:
     """Delete the events older than ``retention_days``; how many were deleted."""
-    oldest = (now or utcnow()) - timedelta(days=retention_days)
+    expired = AuditEvent.time < (now or utcnow()) - timedelta(days=retention_days)
+    # Read first: in the usual case there is nothing to delete, and no write lock to take.
+    if not AuditEvent.select().where(expired).exists():
+        return 0
     with db.database.atomic():
-        return AuditEvent.delete().where(AuditEvent.time < oldest).execute()
+        return AuditEvent.delete().where(expired).execute()
 
 
-def prune_or_warn(retention_days: int, now: datetime | None = None) -> bool:
+def prune_or_warn(
+    retention_days: int, now: datetime | None = None, patience_ms: int | None = None
+) -> bool:
     """``prune``, as housekeeping: a failure is a warning, never the caller's problem (a
-    start, a request), and the next prune deletes what this one left. Whether it pruned."""
+    start, a request), and the next prune deletes what this one left. ``patience_ms``
+    bounds its wait for another writer's lock. Whether it pruned."""
     try:
-        pruned = prune(retention_days, now)
+        if patience_ms is None:
+            pruned = prune(retention_days, now)
+        else:
+            with db.impatient(patience_ms):
+                pruned = prune(retention_days, now)
     except PeeweeException as error:
         log.warning("could not prune the audit log: %s", str(error).partition("\n")[0])
         return False
@@ -180,12 +193,14 @@ def prune_or_warn(retention_days: int, now: datetime | None = None) -> bool:
 
 
 def prune_when_due(response: Response) -> Response:
-    """An ``after_request`` hook: ``prune_or_warn`` at most once an hour per process."""
+    """An ``after_request`` hook: ``prune_or_warn`` at most once an hour per process,
+    never holding the request up behind another writer for long."""
     state = current_app.extensions["apikeys.audit"]
     now = utcnow()
     if state["pruned_at"] is None or now - state["pruned_at"] >= PRUNE_EVERY:
         state["pruned_at"] = now
-        if not prune_or_warn(current_app.config["AUDIT_RETENTION_DAYS"], now):
+        retention = current_app.config["AUDIT_RETENTION_DAYS"]
+        if not prune_or_warn(retention, now, PRUNE_PATIENCE_MS):
             db.discard_connection()  # as after any database error in a request
     return response
 

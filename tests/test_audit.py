@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import time_machine
 from peewee import PeeweeException, PostgresqlDatabase
@@ -481,6 +484,45 @@ def test_events_past_retention_are_never_listed_and_pruned_at_most_hourly(settin
         # A start (here `flask db upgrade`) prunes too, before any request.
         assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
         assert AuditEvent.select().count() == 0
+    db.close_all()
+
+
+@contextmanager
+def another_writer(database_url: str):
+    """Another process's connection holding the lock a prune needs, until the block ends."""
+    if database_url.startswith("sqlite"):
+        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+    else:
+        other = psycopg.connect(database_url)
+        other.execute("LOCK TABLE audit_event IN EXCLUSIVE MODE")  # reads still go on
+    try:
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+def test_a_prune_never_holds_a_request_up_behind_another_writer(settings, database_url, caplog):
+    settings["AUDIT_RETENTION_DAYS"] = 1
+    settings["DATABASE_TIMEOUT"] = 3600  # a request's own writes would wait this long
+    app = prepared(create_app(settings))
+    with time_machine.travel(datetime.now(UTC) - timedelta(days=2), tick=False):
+        admin = service.create_key(service.create_organization("acme").id, "admin", scopes.SCOPES)
+    answers = []
+
+    def list_keys():
+        answers.append(app.test_client().get(KEYS, headers=bearer(admin.key)).status_code)
+
+    with another_writer(database_url):
+        request = threading.Thread(target=list_keys)
+        request.start()
+        request.join(timeout=60)
+        assert not request.is_alive(), "the request waited on the prune"
+
+    assert answers == [200]
+    assert "could not prune the audit log" in caplog.text
+    assert AuditEvent.select().count() == 1  # left for the next prune
     db.close_all()
 
 
