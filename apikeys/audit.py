@@ -6,8 +6,8 @@ the change travels as an ``Origin``: a key over HTTP (with the request's id, cli
 address and user agent), the operator's CLI, or the bootstrap at start.
 
 Events older than ``AUDIT_RETENTION_DAYS`` are never listed, and are deleted by
-``prune``: at start and on ``flask db upgrade`` (apikeys/startup.py), and at most once an
-hour by each serving process (``prune_when_due``).
+``prune``: at start and on ``flask db upgrade`` (apikeys/startup.py), and once an hour by
+each serving process (``prune_when_due``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, g
 from peewee import CharField, DateTimeField, ForeignKeyField, PeeweeException, TextField
 
 from apikeys import crypto, db
@@ -193,11 +193,14 @@ def prune_or_warn(
 
 
 def prune_when_due(response: Response) -> Response:
-    """An ``after_request`` hook: ``prune_or_warn`` at most once an hour per process,
-    never holding the request up behind another writer for long."""
+    """An ``after_request`` hook: ``prune_or_warn`` an hour after the last prune of this
+    process (or its start), never holding the request up behind another writer for long.
+
+    Only after a request that authenticated: one that did not touches no database.
+    """
     state = current_app.extensions["apikeys.audit"]
     now = utcnow()
-    if state["pruned_at"] is None or now - state["pruned_at"] >= PRUNE_EVERY:
+    if g.get("principal") and now - state["pruned_at"] >= PRUNE_EVERY:
         state["pruned_at"] = now
         retention = current_app.config["AUDIT_RETENTION_DAYS"]
         if not prune_or_warn(retention, now, PRUNE_PATIENCE_MS):
@@ -206,4 +209,5 @@ def prune_when_due(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["apikeys.audit"] = {"pruned_at": None}
+    # The start prunes (startup.prepare): the first prune here is an hour later.
+    app.extensions["apikeys.audit"] = {"pruned_at": utcnow()}

@@ -463,10 +463,10 @@ def test_events_past_retention_are_never_listed_and_pruned_at_most_hourly(settin
         app = prepared(create_app(settings))
         client = app.test_client()
         admin = service.create_key(service.create_organization("acme").id, "admin", scopes.SCOPES)
-        assert listed(client, admin.key)["total"] == 1  # prunes (nothing): first request
+        assert listed(client, admin.key)["total"] == 1
 
         clock.move_to(start + timedelta(days=1, minutes=-30))
-        create(client, admin.key, "later")  # prunes again: an hour has passed
+        create(client, admin.key, "later")  # prunes (nothing yet): an hour has passed
         assert AuditEvent.select().count() == 2
 
         clock.move_to(start + timedelta(days=1, minutes=10))
@@ -477,6 +477,8 @@ def test_events_past_retention_are_never_listed_and_pruned_at_most_hourly(settin
         assert AuditEvent.select().count() == 2
 
         clock.move_to(start + timedelta(days=1, minutes=31))
+        assert client.get(EVENTS).status_code == 401  # a request that did not authenticate
+        assert AuditEvent.select().count() == 2  # touches no database: no prune
         listed(client, admin.key)
         assert AuditEvent.select().count() == 1
 
@@ -506,7 +508,8 @@ def another_writer(database_url: str):
 def test_a_prune_never_holds_a_request_up_behind_another_writer(settings, database_url, caplog):
     settings["AUDIT_RETENTION_DAYS"] = 1
     settings["DATABASE_TIMEOUT"] = 3600  # a request's own writes would wait this long
-    app = prepared(create_app(settings))
+    with time_machine.travel(datetime.now(UTC) - timedelta(hours=3)):
+        app = prepared(create_app(settings))  # its first prune is due an hour later
     with time_machine.travel(datetime.now(UTC) - timedelta(days=2), tick=False):
         admin = service.create_key(service.create_organization("acme").id, "admin", scopes.SCOPES)
     answers = []
