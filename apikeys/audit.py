@@ -141,7 +141,8 @@ def _changes_json(changes: Mapping[str, tuple[Any, Any]]) -> str:
 
 
 def _client_text(value: str | None) -> str | None:
-    return None if value is None else masked(value[:MAX_CLIENT_TEXT])
+    # Cut again after masking: "[redacted]" is longer than the shortest text it replaces.
+    return None if value is None else masked(value[:MAX_CLIENT_TEXT])[:MAX_CLIENT_TEXT]
 
 
 def _retained(organization_id: str, retention_days: int, now: datetime | None = None):

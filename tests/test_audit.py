@@ -238,6 +238,20 @@ def test_no_secret_a_client_sends_reaches_an_event(settings):
     db.close_all()
 
 
+@pytest.mark.parametrize(
+    "user_agent",
+    ["x" * 5000, "evk_" * 100, "\u00e9\U0001f50b" * 300, crypto.generate_secret() * 10],
+    ids=["long", "prefixes", "non-ASCII", "secrets"],
+)
+def test_whatever_user_agent_a_client_sends_the_change_is_made(client, admin, user_agent):
+    response = create(client, admin.key, "ci", **{"User-Agent": user_agent})
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    [event] = [e for e in listed(client, admin.key)["data"] if e["actor"]["type"] == "key"]
+    assert 0 < len(event["user_agent"]) <= audit.MAX_CLIENT_TEXT
+    assert "evk_" not in event["user_agent"]
+
+
 # --- the change and its event: both or neither --------------------------------------------
 
 
