@@ -9,8 +9,8 @@ import flask_smorest
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from apikeys import audit, db, errors, logs, metrics, policy, ratelimit, startup
 from apikeys import config as settings
-from apikeys import db, errors, logs, metrics, policy, ratelimit, startup
 from apikeys.auth import SECURITY_SCHEMES
 from apikeys.routes import docs
 from schemas.api_keys import ApiKeyUpdateSchema
@@ -56,11 +56,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["APIKEYS_TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])
     db.init_app(app)
+    audit.init_app(app)
     errors.init_app(app)
     api = Api(app, spec_kwargs={"components": {"securitySchemes": SECURITY_SCHEMES}})
 
     from apikeys.cli import COMMANDS
-    from apikeys.routes import api_keys, check, health
+    from apikeys.routes import api_keys, audit_events, check, health
 
     ratelimit.init_app(app)
     metrics.init_app(app)
@@ -68,6 +69,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # changes at least one field.
     api.spec.components.schema("ApiKeyUpdate", {"minProperties": 1}, schema=ApiKeyUpdateSchema)
     api.register_blueprint(api_keys.blp)
+    api.register_blueprint(audit_events.blp)
     api.register_blueprint(check.blp)
     api.register_blueprint(health.blp)
     app.register_blueprint(docs.bp)

@@ -12,16 +12,18 @@ from click.core import ParameterSource
 from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
-from peewee import IntegrityError, SqliteDatabase
+from peewee import IntegrityError, PeeweeException, SqliteDatabase
 
-from apikeys import backup, crypto, db, scopes, service, startup
+from apikeys import audit, backup, crypto, db, pagination, scopes, service, startup
 from apikeys.errors import ServiceError
 from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
+from schemas.audit import AuditEventListSchema
 from schemas.fields import clean_name
 
 orgs = AppGroup("orgs", help="Organizations.")
 keys = AppGroup("keys", help="API keys.")
 database = AppGroup("db", help="The database schema.")
+audit_log = AppGroup("audit", help="The audit log of changes to keys.")
 
 
 class _Text(click.ParamType):
@@ -84,6 +86,10 @@ def _user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except ServiceError as error:
             raise click.ClickException(error.message) from None
+        except PeeweeException as error:
+            # A change and its audit event commit together or not at all.
+            reason = str(error).strip().partition("\n")[0]
+            raise click.ClickException(f"the database failed; nothing changed: {reason}") from None
 
     return wrapper
 
@@ -168,8 +174,8 @@ def create_key(org, name, scope_list, all_scopes, expires_in_days) -> None:
 @_prepared
 def list_keys(org: str) -> None:
     """List an organization's live keys, newest first."""
-    found = service.list_keys(service.find_organization(org).id)
-    _emit(ApiKeyListSchema().dump({"data": found, "total": len(found)}))
+    page, total = service.page_of_keys(service.find_organization(org).id)
+    _emit(ApiKeyListSchema().dump(page.listing(total)))
 
 
 @keys.command("revoke")
@@ -180,6 +186,20 @@ def revoke_key(key_id: str) -> None:
     """Revoke a key for good."""
     service.revoke_any(key_id)
     _emit({"id": key_id, "revoked": True})
+
+
+@audit_log.command("list")
+@click.option("--org", "org", type=TEXT, required=True, help="The organization's id or name.")
+@click.option("--limit", type=click.IntRange(1, pagination.MAX_LIMIT), default=None)
+@click.option("--after", type=TEXT, default=None, help="The next_cursor of the page before.")
+@_user_errors
+@_prepared
+def list_events(org: str, limit: int | None, after: str | None) -> None:
+    """List an organization's audit events, newest first."""
+    organization = service.find_organization(org)
+    retention = current_app.config["AUDIT_RETENTION_DAYS"]
+    page, total = audit.events(organization.id, retention, limit, after)
+    _emit(AuditEventListSchema().dump(page.listing(total)))
 
 
 @keys.command("generate")
@@ -213,4 +233,4 @@ def backup_database(path: Path) -> None:
     _emit(written)
 
 
-COMMANDS = (orgs, keys, database)
+COMMANDS = (orgs, keys, database, audit_log)

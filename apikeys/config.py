@@ -13,6 +13,8 @@ from apikeys import key_limits
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: A century; far beyond it, the cut-off date would leave datetime's range.
+MAX_RETENTION_DAYS = 36_500
 
 
 class ConfigError(click.ClickException):
@@ -65,6 +67,8 @@ def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "APIKEYS_TRUSTED_PROXIES": _int(env, "APIKEYS_TRUSTED_PROXIES", 0),
         # Route-to-scope rules for /api/v1/auth/check; unset: apikeys.policy.DEFAULT.
         "APIKEYS_POLICY_FILE": env.get("APIKEYS_POLICY_FILE") or None,
+        # Audit events older than this are no longer listed, and are deleted.
+        "AUDIT_RETENTION_DAYS": _int(env, "AUDIT_RETENTION_DAYS", 365),
         # Request bodies are a name, a few scopes and a number: 64 KiB is generous.
         "MAX_CONTENT_LENGTH": 64 * 1024,
         # One line per request and every other log line: "json" (one object per line) or "text".
@@ -94,6 +98,10 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ConfigError("DATABASE_TIMEOUT must be a number of seconds above 0, at most 3600")
     if config["APIKEYS_TRUSTED_PROXIES"] < 0:
         raise ConfigError("APIKEYS_TRUSTED_PROXIES must not be negative")
+    if not 1 <= config["AUDIT_RETENTION_DAYS"] <= MAX_RETENTION_DAYS:
+        raise ConfigError(
+            f"AUDIT_RETENTION_DAYS must be a number of days from 1 to {MAX_RETENTION_DAYS}"
+        )
     if config["LAST_USED_INTERVAL_SECONDS"] < 0:
         raise ConfigError("LAST_USED_INTERVAL_SECONDS must not be negative")
     for name, choices in (("LOG_FORMAT", LOG_FORMATS), ("LOG_LEVEL", LOG_LEVELS)):

@@ -139,9 +139,13 @@ _MAX_NAME = 64
 
 
 def _validation_details(data: dict[str, Any]) -> dict[str, Any]:
-    """webargs reports ``{"json": {...}}``; callers only need the field errors."""
+    """webargs reports ``{"json": {...}}`` (``"query"`` for a query string); callers only
+    need the field errors."""
     messages = data.get("messages") or data.get("errors") or {}
-    fields = messages.get("json", messages) if isinstance(messages, dict) else messages
+    if isinstance(messages, dict):
+        fields = messages.get("json", messages.get("query", messages))
+    else:
+        fields = messages
     return fields if isinstance(fields, dict) else {"body": fields}
 
 

@@ -46,6 +46,7 @@ GET,HEAD,OPTIONS       /api/v1/analytics/**      read:analytics
 GET,HEAD,OPTIONS       /api/v1/sessions/**       read:sessions
 GET,HEAD,OPTIONS       /api/v1/org/api-keys/**   read:api_keys
 POST,PUT,PATCH,DELETE  /api/v1/org/api-keys/**   write:api_keys
+GET,HEAD,OPTIONS       /api/v1/org/audit-events/** read:audit_log
 """
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()+,;=:@-]+")

@@ -17,11 +17,13 @@ SCOPES: tuple[str, ...] = (
     "read:sessions",
     "read:api_keys",
     "write:api_keys",
+    "read:audit_log",
 )
 _ORDER = {scope: position for position, scope in enumerate(SCOPES)}
 
 READ_API_KEYS = "read:api_keys"
 WRITE_API_KEYS = "write:api_keys"
+READ_AUDIT_LOG = "read:audit_log"
 
 
 def normalize(requested: Iterable[str]) -> tuple[str, ...]:

@@ -8,7 +8,8 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from apikeys import crypto, key_limits, scopes
+from apikeys import audit, crypto, key_limits, scopes
+from apikeys.audit import Origin
 from apikeys.config import ConfigError
 from apikeys.db import database
 from apikeys.errors import InvalidRequest, KeyNotFound, NameTaken, OrganizationNotFound
@@ -21,6 +22,7 @@ from apikeys.models import (
     RolledKey,
     utcnow,
 )
+from apikeys.pagination import Page, paginate
 from schemas.fields import clean_name
 
 #: What a PATCH may change.
@@ -50,10 +52,11 @@ def create_key(
     *,
     rate_limit: str | None = None,
     rate_limit_cap: str | None = None,
-    actor_key_id: str | None = None,
+    origin: Origin = audit.CLI,
 ) -> IssuedKey:
-    """Issue a key; a grantor (the calling key, ``actor_key_id``) can only hand out scopes
-    it holds; the organization's policy and the rate-limit cap apply."""
+    """Issue a key; a grantor (the calling key) can only hand out scopes it holds; the
+    organization's policy and the rate-limit cap apply. ``origin`` is who asks, for the
+    audit log: the operator's tools (the CLI) unless a request says otherwise."""
     granted = scopes.normalize(requested_scopes)
     if grantor_scopes is not None:
         scopes.ensure_grantable(granted, grantor_scopes)
@@ -61,9 +64,11 @@ def create_key(
     now = utcnow()
     with database.atomic():
         OrganizationPolicy.of(organization_id).ensure_allows(_expiry(expires_in_days, now), now)
-        return ApiKey.issue(
+        issued = ApiKey.issue(
             organization_id, name, granted, expires_in_days, rate_limit=rate_limit, now=now
         )
+        audit.record(audit.CREATED, organization_id, issued.id, origin)
+    return issued
 
 
 def update_key(
@@ -71,14 +76,14 @@ def update_key(
     key_id: str,
     changes: Mapping[str, Any],
     *,
-    actor_key_id: str | None = None,
+    origin: Origin = audit.CLI,
     grantor_scopes: Iterable[str] | None = None,
     rate_limit_cap: str | None = None,
 ) -> ApiKey:
     """Change a key's ``name``, ``scopes`` (replaced), ``expires_in_days`` (from now; None:
     never) or ``rate_limit`` (None: the service's); what ``changes`` leaves out stays.
 
-    A grantor (the calling key, ``actor_key_id``) cannot leave the key holding a scope it
+    A grantor (the calling key) cannot leave the key holding a scope it
     lacks itself, whether it sets the scopes or not. The organization's policy applies to
     a new expiry.
     """
@@ -106,7 +111,10 @@ def update_key(
         if "expires_in_days" in changes:
             fields["expires_at"] = _expiry(changes["expires_in_days"], now)
             OrganizationPolicy.of(organization_id).ensure_allows(fields["expires_at"], now)
+        before = {name: getattr(api_key, name) for name in fields}
         api_key.change(**fields)
+        changes = audit.diff(before, fields)
+        audit.record(audit.UPDATED, organization_id, api_key.id, origin, changes)
     return api_key
 
 
@@ -115,12 +123,12 @@ def roll_key(
     key_id: str,
     grace_period_seconds: int = 0,
     *,
-    actor_key_id: str | None = None,
+    origin: Origin = audit.CLI,
     grantor_scopes: Iterable[str] | None = None,
 ) -> RolledKey:
     """Give a key a new secret; the current one keeps working for ``grace_period_seconds``.
 
-    The secret is the key's power, so a grantor (the calling key, ``actor_key_id``) must
+    The secret is the key's power, so a grantor (the calling key) must
     hold every scope of the key it rolls. The key's expiry must meet the organization's
     policy as it is now (PATCH it first if a policy set since forbids it).
     """
@@ -132,7 +140,9 @@ def roll_key(
                 api_key.scopes, grantor_scopes, "Your key cannot roll a key holding scopes it lacks"
             )
         OrganizationPolicy.of(organization_id).ensure_allows(api_key.expires_at, now)
-        return api_key.roll(timedelta(seconds=grace_period_seconds), now)
+        rolled = api_key.roll(timedelta(seconds=grace_period_seconds), now)
+        audit.record(audit.ROLLED, organization_id, api_key.id, origin)
+    return rolled
 
 
 def get_policy(organization_id: str) -> OrganizationPolicy:
@@ -169,20 +179,31 @@ def list_keys(organization_id: str) -> list[ApiKey]:
     return list(ApiKey.live(organization_id))
 
 
+def page_of_keys(
+    organization_id: str, limit: int | None = None, after: str | None = None
+) -> tuple[Page, int]:
+    """A page of the organization's live keys, newest first, and how many it has in all."""
+    live = ApiKey.live(organization_id)
+    page = paginate(live, ApiKey.created_at, ApiKey.id, limit, after)
+    return page, live.order_by().count()
+
+
 def get_key(organization_id: str, key_id: str) -> ApiKey:
     return ApiKey.find(organization_id, key_id)
 
 
-def revoke_key(organization_id: str, key_id: str) -> None:
-    ApiKey.revoke(organization_id, key_id)
+def revoke_key(organization_id: str, key_id: str, origin: Origin = audit.CLI) -> None:
+    with database.atomic():
+        ApiKey.revoke(organization_id, key_id)
+        audit.record(audit.REVOKED, organization_id, key_id, origin)
 
 
-def revoke_any(key_id: str) -> None:
+def revoke_any(key_id: str, origin: Origin = audit.CLI) -> None:
     """Revoke a key of any organization (the operator's CLI)."""
     api_key = ApiKey.get_or_none(ApiKey.id == key_id, ApiKey.revoked_at.is_null())
     if api_key is None:
         raise KeyNotFound(f"No live key with id {key_id!r}")
-    ApiKey.revoke(api_key.organization_id, key_id)
+    revoke_key(api_key.organization_id, key_id, origin)
 
 
 def bootstrap(secret: str, organization_name: str) -> None:
@@ -213,8 +234,10 @@ def bootstrap(secret: str, organization_name: str) -> None:
         organization = Organization.ensure(organization_name)
         name = f"bootstrap {crypto.hint(secret)}"
         try:
-            ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
+            issued = ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
         except NameTaken:
             # Another worker seeded the same key a moment ago: that is the goal.
             if not seeded():
                 raise
+            return
+        audit.record(audit.CREATED, organization.id, issued.id, audit.BOOTSTRAP)

@@ -13,7 +13,7 @@ from typing import Any
 
 from peewee import DatabaseError, InterfaceError
 
-from apikeys import db, service
+from apikeys import audit, db, service
 
 #: What an unreachable or broken database raises (peewee wraps the drivers' errors).
 UNREACHABLE = (DatabaseError, InterfaceError)
@@ -30,7 +30,8 @@ def bind(config: Mapping[str, Any]) -> None:
 
 
 def prepare(config: Mapping[str, Any]) -> list[str]:
-    """Apply pending migrations and seed ``APIKEYS_BOOTSTRAP_KEY``; the migrations applied.
+    """Apply pending migrations, seed ``APIKEYS_BOOTSTRAP_KEY`` and prune the audit log
+    past ``AUDIT_RETENTION_DAYS``; the migrations applied.
 
     Raises one of ``UNREACHABLE`` when the database cannot be reached.
     """
@@ -39,6 +40,8 @@ def prepare(config: Mapping[str, Any]) -> list[str]:
         applied = db.migrate()
         if config["APIKEYS_BOOTSTRAP_KEY"]:
             service.bootstrap(config["APIKEYS_BOOTSTRAP_KEY"], config["APIKEYS_BOOTSTRAP_ORG"])
+        with db.database.connection_context():
+            audit.prune_or_warn(config["AUDIT_RETENTION_DAYS"])
     finally:
         # Workers may fork after this: no connection opened here may outlive it.
         db.close_all()

@@ -8,8 +8,9 @@ the production server with its checked-in configuration (serve.py), drives them 
 with wrk rotating over 999 valid keys, and prints requests per second, p50 and p99
 latency and the check/ceiling ratio; then the check's Redis round trips, the rows
 of ``api_key`` written (counted by a trigger) while one key is checked 10,000 times, and
-the list endpoint's latency for the organization of 10,000 keys. bench/README.md says
-more.
+the list endpoint's latency for the organization of 10,000 keys, whole and one page of
+100 at a time (the first page, and one from the middle by its cursor). bench/README.md
+says more.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import redis
 
 from apikeys import crypto, db
 from apikeys.metrics import DIRECTORY
+from apikeys.pagination import MAX_LIMIT
 from bench import seed
 from tests.servers import stop_process_group
 
@@ -55,6 +57,8 @@ LIST_ORG_KEYS = 10_000
 FILLER_ORGS = 100
 WRITE_CHECKS = 10_000
 LIST_SAMPLES = 10
+PAGE = 100
+PAGE_SAMPLES = 50
 START_TIMEOUT = 60.0
 # A busy integration's limit, which the write count's 10,000 checks of one key fit in.
 # Leases are a sixteenth of what remains, at most 100 units (apikeys/leases.py): the
@@ -623,6 +627,23 @@ def list_latency(port: int, reader: str) -> None:
         f"{statistics.median(timings):.0f} ms, p99 {timings[-1]:.0f} ms "
         f"({LIST_SAMPLES} requests one at a time; p99 is their maximum)"
     )
+    headers = {"Authorization": f"Bearer {reader}"}
+    first = f"{LIST}?limit={PAGE}"
+    cursor = None
+    for _ in range(LIST_ORG_KEYS // 2 // MAX_LIMIT):  # to the middle, the most a page holds
+        path = f"{LIST}?limit={MAX_LIMIT}" + (f"&after={cursor}" if cursor else "")
+        status, body = get(port, path, headers)
+        if status != 200:
+            raise RuntimeError(f"GET {path} answered {status}: {body[:300]!r}")
+        cursor = json.loads(body)["next_cursor"]
+    middle = f"{first}&after={cursor}"
+    for label, path in (("first page", first), ("a page from the middle", middle)):
+        timings = sorted(latencies(port, path, headers, PAGE_SAMPLES))
+        print(
+            f"List endpoint, same organization, {label} of {PAGE} (limit, after): p50 "
+            f"{statistics.median(timings):.1f} ms, p99 {timings[-1]:.1f} ms "
+            f"({PAGE_SAMPLES} requests one at a time; p99 is their maximum)"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from apikeys import key_limits
 from apikeys.scopes import SCOPES
 from schemas.fields import MAX_NAME_LENGTH, BoundedList, Label, StrictInteger, Timestamp
+from schemas.pagination import PageSchema
 
 #: Room for every scope, repeated: duplicates are collapsed, so a list a little longer than
 #: the catalogue is legitimate; a longer one is refused before its entries are read.
@@ -111,9 +112,11 @@ class ApiKeySchema(Schema):
     )
 
 
-class ApiKeyListSchema(Schema):
+class ApiKeyListSchema(PageSchema):
     data = fields.List(fields.Nested(ApiKeySchema))
-    total = fields.Integer(metadata={"description": "The organization's non-revoked keys."})
+    total = fields.Integer(
+        metadata={"description": "The organization's non-revoked keys, on every page."}
+    )
 
 
 class ApiKeyCreateSchema(Schema):

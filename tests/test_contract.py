@@ -96,12 +96,15 @@ def _over_the_cap(response) -> bool:
 
 def refused_for_a_stated_reason(ctx, response, case) -> None:
     """A request the document allows is refused only for what a schema cannot say:
-    a name already taken, a rate limit above the operator's cap, or a check told nothing
-    (or half a method/URI pair) to check."""
+    a name already taken, a rate limit above the operator's cap, a cursor the listing did
+    not give, or a check told nothing (or half a method/URI pair) to check."""
     if not case.meta.generation.mode.is_positive or response.status_code != 400:
         return
     code = response.json()["error"]["code"] if response.content else "invalid_request"
-    if case.operation.path in ("/api/v1/org/api-keys", "/api/v1/org/api-keys/{key_id}"):
+    if case.method == "GET" and "after" in (case.query or {}):
+        details = response.json()["error"].get("details", {})
+        assert code == "invalid_request" and set(details) == {"after"}, response.text
+    elif case.operation.path in ("/api/v1/org/api-keys", "/api/v1/org/api-keys/{key_id}"):
         assert code == "name_taken" or _over_the_cap(response), response.text
     elif case.operation.path == "/api/v1/auth/check":
         assert code == "invalid_request", response.text

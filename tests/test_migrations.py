@@ -6,13 +6,15 @@ import json
 import sqlite3
 import time
 from contextlib import closing
+from datetime import timedelta
 
 import pytest
 from playhouse.migrations import Runner
 
-from apikeys import db
+from apikeys import crypto, db, scopes, service
 from apikeys.errors import NameTaken
 from apikeys.models import ApiKey, Organization, utcnow
+from apikeys.verification import verify
 from app import create_app
 from tests.concurrency import run_concurrently
 from tests.conftest import prepared
@@ -20,6 +22,8 @@ from tests.conftest import prepared
 pytestmark = pytest.mark.both_databases
 
 MIGRATIONS = sorted(path.stem for path in db.MIGRATIONS.glob("[0-9]*.py"))
+#: The schema of the last release: a database it made must upgrade to this one's head.
+PREVIOUS_RELEASE = "0002_readiness_probe"
 
 
 def _recorded(database_url: str) -> list[str]:
@@ -129,3 +133,78 @@ def test_a_database_made_at_0001_gains_the_readiness_probe_and_keeps_its_keys(da
     assert _recorded(database_url) == MIGRATIONS
     assert db.readiness() == "ok"
     assert ApiKey.get_by_id("key_0001").name == "ci"
+
+
+def _insert_key(organization_id: str, name: str, granted, **times) -> str:
+    """A key written as the previous release wrote one (its columns alone); its secret."""
+    secret, now = crypto.generate_secret(), utcnow()
+    row = {
+        "id": crypto.new_id("key"),
+        "organization_id": organization_id,
+        "name": name,
+        "key_hash": crypto.hash_secret(secret),
+        "key_hint": crypto.hint(secret),
+        "scopes": scopes.serialize(granted),
+        "created_at": now - timedelta(days=30),
+        "expires_at": None,
+        "last_used_at": None,
+        "revoked_at": None,
+        **{column: now + offset for column, offset in times.items()},
+    }
+    columns = ", ".join(row)
+    marks = ", ".join([db.database.param] * len(row))
+    db.database.execute_sql(
+        f"INSERT INTO api_key ({columns}) VALUES ({marks})", tuple(row.values())
+    )
+    return secret
+
+
+def test_a_database_of_the_previous_release_upgrades_with_every_key_intact(database_url):
+    db.init(database_url)
+    with db.database.connection_context():
+        Runner(db.database.obj, directory=str(db.MIGRATIONS)).up(target=PREVIOUS_RELEASE)
+    assert _recorded(database_url)[-1] == PREVIOUS_RELEASE
+    live, refused = {}, []
+    old_scopes = [
+        ("read:billing",),
+        ("read:charge_points", "write:charge_points"),
+        scopes.SCOPES[:9],
+    ]
+    for number in range(3):
+        org = f"org_{number:020d}"
+        db.database.execute_sql(
+            f"INSERT INTO organization (id, name, created_at) VALUES "
+            f"({db.database.param}, {db.database.param}, {db.database.param})",
+            (org, f"org-{number}", utcnow()),
+        )
+        for index, granted in enumerate(old_scopes):
+            live[_insert_key(org, f"live-{index}", granted)] = (org, granted)
+        expiring = _insert_key(org, "expiring", ("read:sessions",), expires_at=timedelta(days=1))
+        live[expiring] = (org, ("read:sessions",))
+        used = _insert_key(org, "used", ("read:analytics",), last_used_at=timedelta(hours=-1))
+        live[used] = (org, ("read:analytics",))
+        # A revoked key's name is free again: a live key of the same name beside it.
+        refused.append(_insert_key(org, "live-0-old", ("read:billing",), revoked_at=timedelta(-1)))
+        refused.append(_insert_key(org, "gone", ("read:billing",), expires_at=timedelta(days=-1)))
+    db.close_all()
+
+    prepared(create_app({"TESTING": True, "DATABASE_URL": database_url}))
+
+    assert _recorded(database_url) == MIGRATIONS  # every later migration, whichever they are
+    for secret, (org, granted) in live.items():
+        principal = verify(secret, 60)
+        assert principal is not None
+        assert (principal.org_id, principal.scopes) == (org, frozenset(granted))
+    for secret in refused:
+        assert verify(secret, 60) is None
+    # Listed as before, newest first, expired keys included, revoked ones not.
+    listed = service.page_of_keys("org_00000000000000000001")
+    assert listed[1] == 6
+    assert {key.name for key in listed[0].rows} == {
+        "live-0",
+        "live-1",
+        "live-2",
+        "expiring",
+        "used",
+        "gone",
+    }

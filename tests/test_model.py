@@ -173,7 +173,32 @@ class KeyLifecycle(RuleBasedStateMachine):
         newest_first = sorted(self.of(caller.org), key=lambda key: key.created_at, reverse=True)
         expected = [key.listed() for key in newest_first]
         assert response.status_code == 200
-        assert response.json == {"data": expected, "total": len(expected)}
+        assert response.json == {
+            "data": expected,
+            "total": len(expected),
+            "has_more": False,
+            "next_cursor": None,
+        }
+
+    @rule(data=st.data(), limit=st.integers(1, 4))
+    def list_keys_a_page_at_a_time(self, data, limit) -> None:
+        caller = data.draw(st.sampled_from(self.keys), label="caller")
+        shown, cursor = [], None
+        while True:
+            after = f"&after={cursor}" if cursor else ""
+            response = self.send(caller, "GET", f"{URL}?limit={limit}{after}")
+            if self.refused(response, caller, READ_API_KEYS):
+                return
+            assert response.status_code == 200
+            assert response.json["total"] == len(self.of(caller.org))
+            assert len(response.json["data"]) <= limit
+            shown += response.json["data"]
+            if not response.json["has_more"]:
+                assert response.json["next_cursor"] is None
+                break
+            cursor = response.json["next_cursor"]
+        newest_first = sorted(self.of(caller.org), key=lambda key: key.created_at, reverse=True)
+        assert shown == [key.listed() for key in newest_first]
 
     @rule(data=st.data())
     def get_key(self, data) -> None:

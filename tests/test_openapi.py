@@ -8,17 +8,19 @@ from tests.conftest import bearer
 URL = "/api/v1/org/api-keys"
 ONE = URL + "/{key_id}"
 ROLL = ONE + "/roll"
+EVENTS = "/api/v1/org/audit-events"
 SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
 ERROR_REF = "#/components/schemas/Error"
 
 #: Every status each key operation answers; each is provoked for real below.
 OPERATIONS = {
-    ("get", URL): {200, 401, 403, 429},
+    ("get", URL): {200, 400, 401, 403, 429},
     ("post", URL): {201, 400, 401, 403, 413, 429},
     ("get", ONE): {200, 401, 403, 404, 429},
     ("delete", ONE): {204, 401, 403, 404, 429},
     ("patch", ONE): {200, 400, 401, 403, 404, 413, 429},
     ("post", ROLL): {200, 400, 401, 403, 404, 413, 429},
+    ("get", EVENTS): {200, 400, 401, 403, 429},
 }
 CASES = [
     (method, path, status)
@@ -70,6 +72,8 @@ def provoke(app, client, make_key, method: str, path: str, status: int):
     kwargs = {"json": {"name": "new", "scopes": ["read:billing"]}}
     if path == ROLL:
         kwargs = {"json": {"grace_period_seconds": -1 if status == 400 else 60}}
+    elif status == 400 and method == "get":
+        url, kwargs = url + "?limit=0", {}
     elif status == 400:
         kwargs = {"json": {"name": "", "scopes": []}}
     if status == 413:
@@ -189,6 +193,10 @@ def test_documented_bodies_match_real_ones(doc, client, admin):
     assert set(schema_of("get", URL, "200")["properties"]) == set(listed)
     assert set(schemas["ApiKey"]["properties"]) == set(listed["data"][0])
     assert set(schema_of("get", ONE, "200")["properties"]) == set(one)
+    events = client.get(EVENTS, headers=bearer(admin.key)).json
+    assert set(schema_of("get", EVENTS, "200")["properties"]) == set(events)
+    event = resolve(doc, schema_of("get", EVENTS, "200")["properties"]["data"]["items"])
+    assert set(event["properties"]) == set(events["data"][0])
     assert "content" not in documented(doc, "delete", ONE)["204"]
     assert "Cache-Control" in documented(doc, "post", URL)["201"]["headers"]
     key_url = f"{URL}/{created.json['id']}"
@@ -247,3 +255,35 @@ def test_scopes_are_documented_as_an_enum_with_a_maximum(doc):
     assert (requested["minItems"], requested["maxItems"]) == (1, 64)
     listed = documented(doc, "get", ONE)["200"]["content"]["application/json"]["schema"]
     assert resolve(doc, listed)["properties"]["scopes"]["items"]["enum"] == list(scopes.SCOPES)
+
+
+@pytest.mark.parametrize("path", [URL, EVENTS])
+def test_listings_document_their_pages(doc, path):
+    parameters = {p["name"]: p for p in doc["paths"][path]["get"]["parameters"]}
+    assert {name: parameters[name]["in"] for name in ("limit", "after")} == {
+        "limit": "query",
+        "after": "query",
+    }
+    limit = parameters["limit"]["schema"]
+    assert (limit["type"], limit["minimum"], limit["maximum"]) == ("integer", 1, 1000)
+    assert not parameters["limit"].get("required") and not parameters["after"].get("required")
+    listing = documented(doc, "get", path)["200"]["content"]["application/json"]["schema"]
+    properties = resolve(doc, listing)["properties"]
+    assert set(properties) == {"data", "total", "has_more", "next_cursor"}
+    assert properties["next_cursor"]["nullable"] is True
+
+
+def test_audit_events_are_documented_truthfully(doc):
+    schemas = doc["components"]["schemas"]
+    event = schemas["AuditEvent"]["properties"]
+    assert resolve(doc, event["action"])["enum"] == [
+        "api_key.created",
+        "api_key.updated",
+        "api_key.rolled",
+        "api_key.revoked",
+    ]
+    actor = resolve(doc, event["actor"])["properties"]
+    assert resolve(doc, actor["type"])["enum"] == ["key", "cli", "bootstrap"]
+    assert event["time"]["format"] == "date-time"
+    for nullable in ("changes", "request_id", "client_addr", "user_agent"):
+        assert event[nullable]["nullable"] is True, nullable

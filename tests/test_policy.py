@@ -18,6 +18,7 @@ from apikeys.policy import DEFAULT, METHODS, READ_METHODS, WRITE_METHODS
         ("/api/v1/webhooks", "write:webhooks", "write:webhooks"),
         ("/api/v1/sessions", "read:sessions", None),
         ("/api/v1/org/api-keys", "read:api_keys", "write:api_keys"),
+        ("/api/v1/org/audit-events", "read:audit_log", None),
     ],
 )
 @pytest.mark.parametrize("suffix", ["", "/", "/x_1", "/x_1/status"])

@@ -8,12 +8,15 @@ from http import HTTPStatus
 from typing import Any
 
 import flask_smorest
+from flask import request
 from marshmallow import missing
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from apikeys.auth import SECURITY, requires
+from apikeys.audit import Origin
+from apikeys.auth import SECURITY, header, principal, requires
 from apikeys.errors import InvalidRequest
+from apikeys.logs import request_id
 from schemas.errors import ErrorSchema
 
 
@@ -134,3 +137,15 @@ def protected(blp: Blueprint, scope: str, *errors: int) -> Callable:
         return blp.doc(security=SECURITY)(view)
 
     return decorator
+
+
+def origin() -> Origin:
+    """Who makes a change over HTTP, for the audit log: the request's key, id, client
+    address (through APIKEYS_TRUSTED_PROXIES, as the service sees it) and user agent."""
+    return Origin(
+        "key",
+        principal().key_id,
+        request_id(),
+        request.remote_addr,
+        header(request.environ, "User-Agent"),
+    )

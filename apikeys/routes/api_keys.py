@@ -4,10 +4,10 @@ organization's keys."""
 from flask import current_app
 from flask.views import MethodView
 
-from apikeys import key_limits, service
+from apikeys import audit, key_limits, service
 from apikeys.auth import principal
 from apikeys.ratelimit import show_budget, spend_budget
-from apikeys.routes import Blueprint, protected
+from apikeys.routes import Blueprint, origin, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -18,6 +18,7 @@ from schemas.api_keys import (
     ApiKeySchema,
     ApiKeyUpdateSchema,
 )
+from schemas.pagination import PageArgsSchema
 
 blp = Blueprint(
     "api_keys",
@@ -29,6 +30,7 @@ blp = Blueprint(
 # authenticate), before the view runs.
 blp.before_request(spend_budget)
 blp.after_request(show_budget)
+blp.after_request(audit.prune_when_due)
 
 
 #: OpenAPI links: what a client does next with a key it created, found, rolled or revoked.
@@ -70,13 +72,14 @@ REVOKED_LINKS = {
 
 @blp.route("")
 class ApiKeys(MethodView):
-    @protected(blp, READ_API_KEYS)
+    @protected(blp, READ_API_KEYS, 400)
     @blp.doc(operationId="listApiKeys")
+    @blp.arguments(PageArgsSchema, location="query", error_status_code=400)
     @blp.response(200, ApiKeyListSchema)
-    def get(self):
+    def get(self, args):
         """List your organization's keys, newest first (revoked keys are left out)"""
-        keys = service.list_keys(principal().org_id)
-        return {"data": keys, "total": len(keys)}
+        page, total = service.page_of_keys(principal().org_id, args["limit"], args["after"])
+        return page.listing(total)
 
     @protected(blp, WRITE_API_KEYS, 400, 413)
     @blp.doc(operationId="createApiKey", responses={201: {"links": CREATED_LINKS}})
@@ -93,7 +96,7 @@ class ApiKeys(MethodView):
             caller.scopes,
             rate_limit=body["rate_limit"],
             rate_limit_cap=key_limits.cap(current_app.config),
-            actor_key_id=caller.key_id,
+            origin=origin(),
         )
         return created, {"Cache-Control": "no-store"}
 
@@ -112,7 +115,7 @@ class ApiKeyById(MethodView):
     @blp.response(204)
     def delete(self, key_id):
         """Revoke a key, for good; the next request that presents it fails"""
-        service.revoke_key(principal().org_id, key_id)
+        service.revoke_key(principal().org_id, key_id, origin())
 
     @protected(blp, WRITE_API_KEYS, 400, 404, 413)
     @blp.doc(operationId="updateApiKey")
@@ -125,7 +128,7 @@ class ApiKeyById(MethodView):
             caller.org_id,
             key_id,
             body,
-            actor_key_id=caller.key_id,
+            origin=origin(),
             grantor_scopes=caller.scopes,
             rate_limit_cap=key_limits.cap(current_app.config),
         )
@@ -144,7 +147,7 @@ class RollApiKey(MethodView):
             caller.org_id,
             key_id,
             body["grace_period_seconds"],
-            actor_key_id=caller.key_id,
+            origin=origin(),
             grantor_scopes=caller.scopes,
         )
         return rolled, {"Cache-Control": "no-store"}
