@@ -185,6 +185,38 @@ def test_update_changes_are_recorded_field_by_field(app, org, admin):
     }
 
 
+def test_an_api_update_and_roll_record_what_changed_and_who(client, admin, make_key):
+    target = make_key(name="target")
+    patched = client.patch(
+        f"{KEYS}/{target.id}",
+        headers={**bearer(admin.key), "User-Agent": "rotator/1"},
+        json={"name": "renamed", "rate_limit": "10/minute"},
+    )
+    rolled = client.post(
+        f"{KEYS}/{target.id}/roll", headers=bearer(admin.key), json={"grace_period_seconds": 60}
+    )
+    assert (patched.status_code, rolled.status_code) == (200, 200)
+
+    roll, update = listed(client, admin.key)["data"][:2]
+    assert update["action"] == "api_key.updated"
+    assert update["actor"] == {"type": "key", "key_id": admin.id}
+    assert update["target"] == {"key_id": target.id}
+    assert update["user_agent"] == "rotator/1"
+    assert update["request_id"] == patched.headers["X-Request-ID"]
+    assert update["changes"] == {
+        "name": {"from": "target", "to": "renamed"},
+        "rate_limit": {"from": None, "to": "10/minute"},
+    }
+    assert (roll["action"], roll["target"], roll["changes"]) == (
+        "api_key.rolled",
+        {"key_id": target.id},
+        None,
+    )
+    # Neither the old secret nor the new one is anywhere in the events.
+    text = json.dumps([update, roll])
+    assert target.key not in text and rolled.json["key"] not in text
+
+
 # --- never a secret -----------------------------------------------------------------------
 
 
@@ -316,9 +348,14 @@ def test_a_change_whose_event_cannot_be_written_is_not_made(client, admin, make_
 
     with breaks("audit_event"):
         made = create(client, admin.key, "never")
+        patched = client.patch(
+            f"{KEYS}/{target.id}", headers=bearer(admin.key), json={"name": "changed"}
+        )
+        rolled = client.post(f"{KEYS}/{target.id}/roll", headers=bearer(admin.key))
         revoked = client.delete(f"{KEYS}/{target.id}", headers=bearer(admin.key))
 
-    for response in (made, revoked):
+    assert ApiKey.get_by_id(target.id).name == "target"  # neither renamed nor rolled
+    for response in (made, patched, rolled, revoked):
         assert response.status_code == status, response.get_data(as_text=True)
         assert response.json["error"]["code"] == code
         assert "refused" not in response.get_data(as_text=True)  # no database text
