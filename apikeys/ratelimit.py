@@ -1,9 +1,10 @@
 """Rate limits: per key when a request authenticates, per client address when it fails.
 
 A blueprint spends each request's budget in a ``before_request`` of its own, beside its
-views: ``spend_budget`` (one unit, the API's routes) or ``spend_budget_from_lease`` (the
-check, the hot path); ``show_budget`` writes the RateLimit headers. Both spend one budget
-through the app's LeasedLimiter (apikeys/leases.py).
+views and after ``auth.authenticate``, whose verified key says whose budget it is:
+``spend_budget`` (one unit, the API's routes) or ``spend_budget_from_lease`` (the check,
+the hot path); ``show_budget`` writes the RateLimit headers. Both spend one budget
+through the app's LeasedLimiter (apikeys/leases.py). Nothing here verifies a key.
 
 Counters live in Redis (``REDIS_URL``) so that they hold across workers and instances;
 without Redis they live in this process's memory, which suits local use only. If Redis
@@ -29,7 +30,7 @@ from limits import RateLimitItem, parse_many
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from apikeys.auth import current_principal
+from apikeys.auth import verified_key
 from apikeys.errors import RateLimited
 from apikeys.leases import LeasedLimiter
 
@@ -119,8 +120,8 @@ def _spend(lease: bool) -> None:
 
 def _budget(config: Mapping[str, Any]) -> tuple[str, str]:
     """Whose budget a request spends, and its limits: its key's, or its address's when it
-    fails to authenticate."""
-    principal = current_principal()
+    failed to authenticate."""
+    principal = verified_key()
     if principal:
         return f"key/{principal.key_id}", config["RATE_LIMIT_PER_KEY"]
     return f"address/{get_remote_address()}", config["RATE_LIMIT_FAILED_AUTH"]

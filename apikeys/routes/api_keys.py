@@ -3,7 +3,7 @@
 from flask.views import MethodView
 
 from apikeys import service
-from apikeys.auth import principal
+from apikeys.auth import authenticate, current_key
 from apikeys.ratelimit import show_budget, spend_budget
 from apikeys.routes import Blueprint, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
@@ -20,8 +20,9 @@ blp = Blueprint(
     url_prefix="/api/v1/org/api-keys",
     description="Your organization's API keys.",
 )
-# Each request spends one unit of its key's budget (its address's if it fails to
-# authenticate), before the view runs.
+# Before the view runs, in this order: the request's key is verified, then the request
+# spends one unit of that key's budget (its address's if it failed to authenticate).
+blp.before_request(authenticate)
 blp.before_request(spend_budget)
 blp.after_request(show_budget)
 
@@ -58,7 +59,7 @@ class ApiKeys(MethodView):
     @blp.response(200, ApiKeyListSchema)
     def get(self):
         """List your organization's keys, newest first (revoked keys are left out)"""
-        keys = service.list_keys(principal().org_id)
+        keys = service.list_keys(current_key().org_id)
         return {"data": keys, "total": len(keys)}
 
     @protected(blp, WRITE_API_KEYS, 400, 413)
@@ -69,7 +70,7 @@ class ApiKeys(MethodView):
     )
     def post(self, body):
         """Create a key: its secret is in this response and nowhere else, ever"""
-        caller = principal()
+        caller = current_key()
         created = service.create_key(
             caller.org_id, body["name"], body["scopes"], body["expires_in_days"], caller.scopes
         )
@@ -83,11 +84,11 @@ class ApiKeyById(MethodView):
     @blp.response(200, ApiKeySchema)
     def get(self, key_id):
         """Get one of your organization's keys"""
-        return service.get_key(principal().org_id, key_id)
+        return service.get_key(current_key().org_id, key_id)
 
     @protected(blp, WRITE_API_KEYS, 404)
     @blp.doc(operationId="revokeApiKey", responses={204: {"links": REVOKED_LINKS}})
     @blp.response(204)
     def delete(self, key_id):
         """Revoke a key, for good; the next request that presents it fails"""
-        service.revoke_key(principal().org_id, key_id)
+        service.revoke_key(current_key().org_id, key_id)
