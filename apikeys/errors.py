@@ -77,6 +77,10 @@ class KeyNotFound(NotFound):
     message = "The specified key_id does not exist"
 
 
+class KeyRevoked(KeyNotFound):
+    """A write to a revoked key: revocation is final, and to its owner the key is gone."""
+
+
 class RateLimited(ServiceError):
     status = 429
     code = "rate_limited"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from peewee import (
     CharField,
+    Database,
     DateTimeField,
     Field,
     ForeignKeyField,
@@ -16,7 +18,7 @@ from peewee import (
 
 from apikeys import crypto, scopes
 from apikeys.db import database
-from apikeys.errors import KeyNotFound, NameTaken
+from apikeys.errors import KeyNotFound, KeyRevoked, NameTaken
 
 
 def utcnow() -> datetime:
@@ -56,15 +58,29 @@ class Organization(BaseModel):
         return cls.get(cls.name == name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IssuedKey:
     """A key as created: the only object that ever carries the secret."""
 
-    api_key: ApiKey
+    id: str
+    organization_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
     key: str = field(repr=False)  # kept out of any log line or traceback that shows it
 
-    def __getattr__(self, name: str):
-        return getattr(self.api_key, name)
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A live key as the lookup by hash reads it: what verifying a secret needs."""
+
+    id: str
+    organization_id: str
+    key_hash: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    last_used_at: datetime | None
 
 
 class ApiKey(BaseModel):
@@ -79,17 +95,26 @@ class ApiKey(BaseModel):
     last_used_at = DateTimeField(null=True)
     revoked_at = DateTimeField(null=True)
 
-    @classmethod
-    def update(cls, __data=None, **update):
-        """An UPDATE; one that sets ``revoked_at`` only reaches live keys: revocation is final.
+    def save(self, force_insert: bool = False, only=None) -> int:
+        """Write the key. Revocation is final: saving a key that is revoked, or that was
+        revoked after this instance was read, raises KeyRevoked and changes nothing.
 
-        ``save()`` goes through here too, so neither an explicit ``revoked_at = None`` nor a
-        stale instance saved after a revocation can bring a revoked key back.
+        ``save`` never writes ``revoked_at``: ``revoke`` is the one way to set it. A bulk
+        ``ApiKey.update`` query is plain SQL, below these rules, as any raw statement is.
         """
-        query = super().update(__data, **update)
-        if cls.revoked_at in query._update:
-            query = query.where(cls.revoked_at.is_null())
-        return query
+        if force_insert:
+            return super().save(force_insert=True, only=only)
+        if self.revoked_at is not None:
+            raise KeyRevoked()
+        names = [getattr(name, "name", name) for name in only or self._meta.sorted_fields]
+        with database.atomic():
+            rows = super().save(only=[name for name in names if name != "revoked_at"])
+            # Read under this write's lock: a revocation committed before it shows here,
+            # and one that comes later waits for this transaction.
+            live = ApiKey.select().where(ApiKey.id == self.id, ApiKey.revoked_at.is_null())
+            if not live.exists():
+                raise KeyRevoked()  # and the write is rolled back
+        return rows
 
     @classmethod
     def issue(
@@ -118,7 +143,27 @@ class ApiKey(BaseModel):
         except IntegrityError:
             # The partial unique index on (organization, live name) decides races.
             raise NameTaken() from None
-        return IssuedKey(api_key, secret)
+        return IssuedKey(
+            api_key.id, organization_id, name, granted, now, expires_at, key=secret
+        )
+
+    @classmethod
+    def find_by_secret_hash(cls, digest: str) -> StoredKey | None:
+        """The live key stored with the hash ``digest``, or None; whether it has expired is
+        the caller's to judge. The hot path's one read, run from SQL rendered once."""
+        opened = database.obj
+        row = opened.execute_sql(_lookup_sql(type(opened)), (digest,)).fetchone()
+        if row is None:
+            return None
+        key_id, organization_id, key_hash, stored_scopes, expires_at, last_used_at = row
+        return StoredKey(
+            key_id,
+            organization_id,
+            key_hash,
+            scopes.deserialize(stored_scopes),
+            _timestamp(expires_at),
+            _timestamp(last_used_at),
+        )
 
     @classmethod
     def live(cls, organization_id: str):
@@ -153,6 +198,28 @@ class ApiKey(BaseModel):
         )
         if not revoked:
             raise KeyNotFound()
+
+
+@functools.cache
+def _lookup_sql(dialect: type[Database]) -> str:
+    """``find_by_secret_hash``'s SQL, rendered once per kind of database rather than once
+    per request: building a peewee query costs more than SQLite takes to answer it. It
+    depends on nothing but the model's columns, so it never goes stale in a process."""
+    query = ApiKey.select(
+        ApiKey.id,
+        ApiKey.organization,
+        ApiKey.key_hash,
+        ApiKey.scopes,
+        ApiKey.expires_at,
+        ApiKey.last_used_at,
+    ).where(ApiKey.key_hash == "", ApiKey.revoked_at.is_null())
+    sql, _params = query.sql()
+    return sql
+
+
+def _timestamp(value: datetime | str | None) -> datetime | None:
+    """A stored timestamp: SQLite hands back the text peewee wrote, PostgreSQL a datetime."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _ensure_plausible(key_id: str) -> None:

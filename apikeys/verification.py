@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
 import logging
 import time
@@ -11,7 +10,7 @@ from datetime import datetime, timedelta
 
 from peewee import Database, PeeweeException
 
-from apikeys import crypto, db, scopes
+from apikeys import crypto, db
 from apikeys.db import database
 from apikeys.models import ApiKey, utcnow
 
@@ -32,29 +31,6 @@ class Principal:
     scopes: frozenset[str]
 
 
-@functools.cache
-def _lookup_sql(dialect: type[Database]) -> str:
-    """The lookup by hash, rendered once per kind of database rather than once per request.
-
-    Building a peewee query costs several times what SQLite takes to answer it.
-    """
-    query = ApiKey.select(
-        ApiKey.id,
-        ApiKey.organization,
-        ApiKey.key_hash,
-        ApiKey.scopes,
-        ApiKey.expires_at,
-        ApiKey.last_used_at,
-    ).where(ApiKey.key_hash == "", ApiKey.revoked_at.is_null())
-    sql, _params = query.sql()
-    return sql
-
-
-def _timestamp(value: datetime | str | None) -> datetime | None:
-    """A stored timestamp: SQLite hands back the text peewee wrote, PostgreSQL a datetime."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 def verify(
     secret: str | None, last_used_interval: int, now: datetime | None = None
 ) -> Principal | None:
@@ -66,21 +42,18 @@ def verify(
     if not secret or not crypto.is_well_formed(secret):
         return None
     digest = crypto.hash_secret(secret)
-    opened = database.obj
-    row = opened.execute_sql(_lookup_sql(type(opened)), (digest,)).fetchone()
-    if row is None:
+    stored = ApiKey.find_by_secret_hash(digest)
+    if stored is None:
         return None
-    key_id, org_id, stored_hash, stored_scopes, expires_at, last_used_at = row
     now = now or utcnow()
-    expires_at = _timestamp(expires_at)
+    expires_at, last_used_at = stored.expires_at, stored.last_used_at
     # The row was found by this hash; comparing again in constant time keeps the rule that
     # nothing derived from a secret is compared with ==, whatever the database's collation.
-    if not hmac.compare_digest(stored_hash, digest) or (expires_at and expires_at <= now):
+    if not hmac.compare_digest(stored.key_hash, digest) or (expires_at and expires_at <= now):
         return None
-    last_used_at = _timestamp(last_used_at)
     if last_used_at is None or now - last_used_at >= timedelta(seconds=last_used_interval):
-        _record_use(key_id, now, last_used_interval)
-    return Principal(key_id, org_id, frozenset(scopes.deserialize(stored_scopes)))
+        _record_use(stored.id, now, last_used_interval)
+    return Principal(stored.id, stored.organization_id, frozenset(stored.scopes))
 
 
 @dataclass(frozen=True, slots=True)
