@@ -88,7 +88,7 @@ def check_settings() -> dict[str, Any]:
         if settings["APIKEYS_POLICY_FILE"]:
             policy.load(settings["APIKEYS_POLICY_FILE"])
     except config.ConfigError as error:
-        sys.exit(f"Error: {error.message}")
+        sys.exit(f"Error: {error}")
     logs.configure(settings["LOG_FORMAT"], settings["LOG_LEVEL"])
     if WORKERS > 1 and not settings["REDIS_URL"]:
         logging.getLogger("serve").warning(
@@ -107,7 +107,7 @@ def prepare_database(settings: dict[str, Any]) -> None:
     try:
         startup.prepare(settings)
     except config.ConfigError as error:
-        sys.exit(f"Error: {error.message}")
+        sys.exit(f"Error: {error}")
     except startup.UNREACHABLE as error:
         sys.exit(f"Error: {startup.describe(error)}")
 

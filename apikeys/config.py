@@ -6,18 +6,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import click
 from limits import parse_many
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class ConfigError(click.ClickException):
-    """A setting has a value the service cannot start with.
-
-    A ClickException, so that ``flask --app app ...`` prints it as one line, not a traceback.
-    """
+class ConfigError(Exception):
+    """A setting has a value the service cannot start with. serve.py and the ``flask``
+    commands (apikeys.cli) stop on it with one line, not a traceback."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

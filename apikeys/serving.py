@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from apikeys.errors import error_body
+from apikeys.http_errors import error_body
 
 log = logging.getLogger(__name__)
 
