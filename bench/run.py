@@ -37,7 +37,7 @@ import redis
 
 from apikeys import crypto, db
 from bench import seed
-from tests.servers import stop_process_group
+from bench.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

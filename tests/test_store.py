@@ -154,7 +154,7 @@ db.close_all()
 
 def serve():
     db.database.execute_sql("SELECT 1").fetchone()
-    db._return_connection(None)  # the end of a request: the thread keeps its connection
+    db.release_connection(None)  # the end of a request: the thread keeps its connection
     while True:
         db.database.execute_sql("SELECT count(*) FROM api_key").fetchone()
 
@@ -181,7 +181,7 @@ def test_the_process_exits_cleanly_while_threads_still_query(tmp_path):
 def test_a_transaction_left_open_is_rolled_back_at_the_end_of_the_request(app, caplog):
     connection = db.database.connection()
     connection.execute("BEGIN IMMEDIATE")
-    db._return_connection(None)
+    db.release_connection(None)
     assert not connection.in_transaction
     assert "left a transaction open" in caplog.text
     # Another connection can take the write lock at once.
