@@ -49,7 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.extensions["apikeys.policy"] = (
             policy.load(policy_file) if policy_file else policy.DEFAULT
         )
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     # First: its request hooks must come first.
     logs.init_app(app)
 
@@ -58,7 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     startup.bind(app.config)
 
     if app.config["APIKEYS_TRUSTED_PROXIES"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])
+        proxied = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])
+        app.wsgi_app = proxied  # type: ignore[method-assign]
     db.init_app(app)
     http_errors.init_app(app)
     api = Api(app, spec_kwargs={"components": {"securitySchemes": SECURITY_SCHEMES}})

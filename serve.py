@@ -27,6 +27,7 @@ from typing import Any
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
+from granian.server.common import AbstractServer
 
 from apikeys import config, logs, policy, serving, startup
 
@@ -54,7 +55,7 @@ BACKLOG = 1024
 CONNECTIONS_PER_WORKER = 4096
 
 
-def server(target: str = "app:create_app") -> Granian:
+def server(target: str = "app:create_app") -> AbstractServer:
     """granian serving the WSGI app that the factory ``target`` builds in each worker."""
     return Granian(
         target,
@@ -116,7 +117,7 @@ def serve(target: str = "app:create_app") -> None:
     if target == "app:create_app":
         prepare_database(check_settings())
     loader = functools.partial(serving.load, threads=APP_THREADS, own_threads=OWN_THREADS)
-    server(target).serve(target_loader=loader)
+    server(target).serve(target_loader=loader)  # type: ignore[arg-type]  # an RSGI app
 
 
 if __name__ == "__main__":

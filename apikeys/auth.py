@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Callable, Mapping
+from typing import overload
 
 from flask import current_app, g, request
 
@@ -12,7 +13,7 @@ from apikeys.errors import Forbidden, Unauthorized
 from apikeys.verification import Principal, verify
 
 #: OpenAPI security requirement: either header authenticates.
-SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
 SECURITY_SCHEMES = {
     "bearerAuth": {
         "type": "http",
@@ -23,6 +24,10 @@ SECURITY_SCHEMES = {
 }
 
 
+@overload
+def header(environ: Mapping[str, str], name: str) -> str | None: ...
+@overload
+def header(environ: Mapping[str, str], name: str, default: str) -> str: ...
 def header(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     """The request header ``name``, read from the WSGI ``environ``.
 

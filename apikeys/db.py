@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask
@@ -97,7 +98,7 @@ def _postgresql_timeouts(url: str, timeout: float) -> dict[str, object]:
     }
 
 
-def init(url: str, **settings: float) -> Database:
+def init(url: str, **settings: Any) -> Database:
     """Bind the models to the database at ``url``."""
     if database.obj is not None:
         close_all()

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 from peewee import (
     CharField,
-    Database,
     DateTimeField,
     Field,
     ForeignKeyField,
@@ -86,6 +85,7 @@ class StoredKey:
 class ApiKey(BaseModel):
     id = CharField(primary_key=True, max_length=40, default=lambda: crypto.new_id("key"))
     organization = ForeignKeyField(Organization, backref="api_keys", on_delete="CASCADE")
+    organization_id: str  # peewee's accessor for the column itself, without a query
     name = CharField(max_length=128)
     key_hash = CharField(max_length=64, unique=True)
     key_hint = CharField(max_length=16)
@@ -152,7 +152,8 @@ class ApiKey(BaseModel):
         """The live key stored with the hash ``digest``, or None; whether it has expired is
         the caller's to judge. The hot path's one read, run from SQL rendered once."""
         opened = database.obj
-        row = opened.execute_sql(_lookup_sql(type(opened)), (digest,)).fetchone()
+        kind: type = type(opened)
+        row = opened.execute_sql(_lookup_sql(kind), (digest,)).fetchone()
         if row is None:
             return None
         key_id, organization_id, key_hash, stored_scopes, expires_at, last_used_at = row
@@ -201,7 +202,7 @@ class ApiKey(BaseModel):
 
 
 @functools.cache
-def _lookup_sql(dialect: type[Database]) -> str:
+def _lookup_sql(dialect: type) -> str:
     """``find_by_secret_hash``'s SQL, rendered once per kind of database rather than once
     per request: building a peewee query costs more than SQLite takes to answer it. It
     depends on nothing but the model's columns, so it never goes stale in a process."""

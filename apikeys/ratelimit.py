@@ -32,7 +32,7 @@ from redis.retry import Retry
 
 from apikeys.auth import verified_key
 from apikeys.errors import RateLimited
-from apikeys.leases import LeasedLimiter
+from apikeys.leases import LeasedLimiter, Window
 
 #: Every Redis call, the lease script and the readiness probe included, gives up after
 #: this: a Redis that hangs costs a request at most these seconds, and then only the one
@@ -105,7 +105,7 @@ def _spend(lease: bool) -> None:
     prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
     # The names flask-limiter gave these budgets (a limit shared under the scope "caller").
     identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
-    shown = None
+    shown: Window | None = None
     for item in _parsed(limits):
         window = budgets.spend(item, *identifiers, lease=lease)
         # The headers show the refused limit, or else the one with the least left.
@@ -114,7 +114,7 @@ def _spend(lease: bool) -> None:
         if not window.allowed:
             break
     g.rate_window = shown
-    if not shown.allowed:
+    if shown is not None and not shown.allowed:
         raise RateLimited()
 
 
@@ -145,7 +145,7 @@ def _automatic_options() -> bool:
     """Flask's own answer to OPTIONS (a browser's preflight) carries no key and asks nothing
     of the service: it must not spend an address's failed-authentication budget."""
     rule = request.url_rule
-    return request.method == "OPTIONS" and rule is not None and rule.provide_automatic_options
+    return request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False)
 
 
 @functools.lru_cache(maxsize=16)

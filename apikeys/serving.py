@@ -291,7 +291,7 @@ def _host_port(address: str) -> tuple[str, str]:
 
 
 def _error(
-    status: int, code: str, message: str, close: bool = False, extra: Headers = ()
+    status: int, code: str, message: str, close: bool = False, extra: Iterable[tuple[str, str]] = ()
 ) -> Answer:
     headers = [_JSON, *extra]
     if close:

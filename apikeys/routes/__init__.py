@@ -59,7 +59,7 @@ class _Parser(FlaskParser):
         except (RecursionError, ValueError) as error:
             # Not only JSONDecodeError: UnicodeDecodeError, the digit limit of int() and
             # the recursion limit too; a 400, never a 500.
-            self._handle_invalid_json_error(error, req)
+            self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -81,7 +81,7 @@ def documented(*decorators: Callable) -> Callable:
         described = view
         for decorate in reversed(decorators):
             described = decorate(described)
-        view._apidoc = described._apidoc
+        view._apidoc = described._apidoc  # type: ignore[attr-defined]
         return view
 
     return decorator

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from flask import Response, current_app, request
 
@@ -91,7 +92,7 @@ _ERROR_HEADERS = {
 }
 
 
-def refuse_repeated(environ: Mapping[str, object]) -> None:
+def refuse_repeated(environ: Mapping[str, Any]) -> None:
     """InvalidRequest if a header the check reads came more than once.
 
     Only servers that say which headers repeated (``apikeys.serving``) are covered; under
@@ -112,7 +113,7 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
     to check or only half a method/URI pair, InvalidScope for an unknown X-Required-Scope.
     Forbidden for a route the policy does not know.
     """
-    required = []
+    required: list[str] = []
     scope = header(environ, "X-Required-Scope", "").strip()
     if scope:
         required.extend(normalize([scope]))
