@@ -6,14 +6,15 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
-from peewee import IntegrityError
+from peewee import IntegrityError, SqliteDatabase
 
-from apikeys import crypto, db, scopes, service, startup
+from apikeys import backup, crypto, db, scopes, service, startup
 from apikeys.config import ConfigError
 from apikeys.errors import ServiceError
 from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
@@ -167,6 +168,24 @@ def upgrade() -> None:
     """Apply pending migrations and seed APIKEYS_BOOTSTRAP_KEY when it is set; print what
     it applied and what the schema now has."""
     _emit({"applied": _prepare(), "current": db.applied_migrations()})
+
+
+@database.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def backup_database(path: Path) -> None:
+    """Copy the SQLite database to PATH, safely while the service runs (SQLite's online
+    backup: a copy of the .db file alone misses writes still in its WAL); print what was
+    written. Migrates nothing: a backup before an upgrade has the schema it had."""
+    live = db.database.obj
+    if not isinstance(live, SqliteDatabase) or live.database == ":memory:":
+        raise click.ClickException("db backup copies a SQLite database; for PostgreSQL use pg_dump")
+    try:
+        written = backup.backup(
+            Path(live.database), path, timeout=current_app.config["DATABASE_TIMEOUT"]
+        )
+    except backup.BackupError as error:
+        raise click.ClickException(str(error)) from None
+    _emit(written)
 
 
 COMMANDS = (orgs, keys, database)

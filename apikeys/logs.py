@@ -125,53 +125,74 @@ def request_id() -> str:
     return g.request_id
 
 
-def _begin() -> None:
-    g.request_started = time.perf_counter()
-    presented = header(request.environ, REQUEST_ID_HEADER)
+def request_id_from(presented: str | None) -> str:
+    """The id of a request whose ``X-Request-ID`` is ``presented``: that one when it is
+    well formed, otherwise a new one."""
     # A key in X-Request-ID would reach the log; such an id is replaced, not masked.
     if (
         presented
         and _WELL_FORMED_ID.fullmatch(presented)
         and _FOLDED_PREFIX not in presented.lower()
     ):
-        g.request_id = presented
-    else:
-        g.request_id = secrets.token_hex(16)
+        return presented
+    return secrets.token_hex(16)
+
+
+def log_request(
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    started: float,
+    remote_addr: str | None,
+    key_id: str | None = None,
+    org_id: str | None = None,
+) -> None:
+    """Write the request line of a request that began at ``started`` (``perf_counter``)
+    and was answered ``status``; ``path`` without its query string."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "remote_addr": remote_addr,
+        # Which worker answered: several serve one port.
+        "pid": os.getpid(),
+    }
+    if key_id:
+        fields["key_id"] = key_id
+        fields["org_id"] = org_id
+    # Made and handled directly: Logger.info would walk the stack for a source line
+    # that the request line does not show, a sixth of the line's cost.
+    record = log.makeRecord(
+        log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None, extra=fields
+    )
+    log.handle(record)
+
+
+def _begin() -> None:
+    g.request_started = time.perf_counter()
+    g.request_id = request_id_from(header(request.environ, REQUEST_ID_HEADER))
 
 
 def _finish(response: Response) -> Response:
     """Send the request id back and write the request line, with the final status: this
     hook is the app's first, so it runs after every other after-request hook."""
     response.headers[REQUEST_ID_HEADER] = g.request_id
-    if log.isEnabledFor(logging.INFO):
-        method, path = request.method, request.path
-        fields = {
-            "request_id": g.request_id,
-            "method": method,
-            "path": path,
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 3),
-            "remote_addr": request.remote_addr,
-            # Which worker answered: several serve one port.
-            "pid": os.getpid(),
-        }
-        principal = g.get("principal")
-        if principal:
-            fields["key_id"] = principal.key_id
-            fields["org_id"] = principal.org_id
-        # Made and handled directly: Logger.info would walk the stack for a source line
-        # that the request line does not show, a sixth of the line's cost.
-        record = log.makeRecord(
-            log.name,
-            logging.INFO,
-            "",
-            0,
-            "%s %s %s",
-            (method, path, fields["status"]),
-            None,
-            extra=fields,
-        )
-        log.handle(record)
+    principal = g.get("principal")
+    log_request(
+        g.request_id,
+        request.method,
+        request.path,
+        response.status_code,
+        g.request_started,
+        request.remote_addr,
+        principal.key_id if principal else None,
+        principal.org_id if principal else None,
+    )
     return response
 
 

@@ -16,6 +16,9 @@ adapter stands between granian and the WSGI app and guarantees:
   The app's own bounds sit inside it: database statements and connections about 5 s,
   Redis 0.5 s.
 - **Liveness never waits**: ``GET``/``HEAD /healthz`` is answered here, on the event loop.
+- Every answer of its own (those above, ``/healthz``'s, and a 500 when the app fails
+  outside its own error handling) carries ``X-Request-ID`` and writes the request line
+  as the app's answers do (apikeys/logs.py: the same id rule, fields and format).
 - **Headers cannot alias one another**: a header whose name contains ``_`` is dropped
   (nginx and gunicorn do the same), so ``X_Original_URI`` can never stand in for
   ``X-Original-URI``. Repeated headers are joined with ``,`` (Cookie with ``; ``) as WSGI
@@ -35,10 +38,14 @@ import importlib
 import io
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from apikeys import logs
 from apikeys.http_errors import error_body
 
 log = logging.getLogger(__name__)
@@ -62,8 +69,19 @@ Headers = list[tuple[str, str]]
 #: An answer: status, headers, body.
 Answer = tuple[int, Headers, bytes]
 
+
+class OwnAnswer(NamedTuple):
+    """An answer of the adapter's own, not the app's: it is given a request id and a
+    request line here."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+
 _JSON = ("content-type", "application/json")
 _HEALTHY = b'{"status":"ok"}\n'
+_HEALTH = OwnAnswer(200, [_JSON, ("content-length", str(len(_HEALTHY)))], _HEALTHY)
 
 
 class Adapter:
@@ -82,6 +100,12 @@ class Adapter:
         self.app = app
         config = getattr(app, "config", {})
         self.max_body = config.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_BODY
+        # The client as the app sees it, for the request line: past the trusted proxies'
+        # X-Forwarded-For by the app's own rule, werkzeug's ProxyFix.
+        trusted = config.get("APIKEYS_TRUSTED_PROXIES") or 0
+        self.forwarded: Callable[..., Any] | None = (
+            ProxyFix(lambda environ, _: environ["REMOTE_ADDR"], x_for=trusted) if trusted else None
+        )
         self.body_timeout = body_timeout
         self.request_timeout = request_timeout
         # Threads live as long as the process: no idle exit, no thread-local state lost.
@@ -103,17 +127,25 @@ class Adapter:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
             return
-        if scope.path == "/healthz" and scope.method in ("GET", "HEAD"):
-            body = b"" if scope.method == "HEAD" else _HEALTHY
-            proto.response_bytes(200, [_JSON, ("content-length", str(len(_HEALTHY)))], body)
-            return
-        status, headers, body = await self._answer(scope, proto)
-        if scope.method == "HEAD":
-            body = b""
-        proto.response_bytes(status, headers, body)
-
-    async def _answer(self, scope: Any, proto: Any) -> Answer:
+        started = time.perf_counter()
         headers, repeated, size = read_headers(scope.headers)
+        answer: Answer
+        if scope.path == "/healthz" and scope.method in ("GET", "HEAD"):
+            answer = _HEALTH
+        else:
+            answer = await self._answer(scope, proto, headers, repeated, size)
+        status, response_headers, body = answer
+        if isinstance(answer, OwnAnswer):
+            request_id = logs.request_id_from(headers.get("x-request-id"))
+            response_headers = [*response_headers, ("x-request-id", request_id)]
+        proto.response_bytes(status, response_headers, b"" if scope.method == "HEAD" else body)
+        if isinstance(answer, OwnAnswer):
+            client = self._client_address(scope, headers)
+            logs.log_request(request_id, scope.method, scope.path, status, started, client)
+
+    async def _answer(
+        self, scope: Any, proto: Any, headers: dict[str, str], repeated: frozenset[str], size: int
+    ) -> Answer:
         if size > MAX_HEADER_BYTES:
             return _error(
                 431, "headers_too_large", f"Request headers exceed {MAX_HEADER_BYTES} bytes"
@@ -140,6 +172,13 @@ class Adapter:
         except Exception:
             log.exception("the app failed outside its own error handling")
             return _error(500, "internal_error", "Internal error")
+
+    def _client_address(self, scope: Any, headers: dict[str, str]) -> str:
+        address, _ = _host_port(scope.client)
+        if self.forwarded is None:
+            return address
+        forwarded_for = headers.get("x-forwarded-for")
+        return self.forwarded({"REMOTE_ADDR": address, "HTTP_X_FORWARDED_FOR": forwarded_for}, None)
 
     async def _read_body(self, headers: dict[str, str], proto: Any) -> bytes | Answer:
         """The whole request body, or the error to answer instead."""
@@ -292,15 +331,15 @@ def _host_port(address: str) -> tuple[str, str]:
 
 def _error(
     status: int, code: str, message: str, close: bool = False, extra: Iterable[tuple[str, str]] = ()
-) -> Answer:
+) -> OwnAnswer:
     headers = [_JSON, *extra]
     if close:
         # The rest of the request may still be on its way: do not read it as the next one.
         headers.append(("connection", "close"))
-    return status, headers, error_body(code, message)
+    return OwnAnswer(status, headers, error_body(code, message))
 
 
-def _too_large(limit: int) -> Answer:
+def _too_large(limit: int) -> OwnAnswer:
     return _error(413, "payload_too_large", f"The request body exceeds {limit} bytes", close=True)
 
 

@@ -21,6 +21,7 @@ from apikeys.serving import BODY_TIMEOUT, MAX_HEADER_BYTES
 from tests.conftest import REDIS_URL, bearer
 from tests.servers import Answer, production, send
 from tests.test_check import PATH_TRICKS
+from tests.test_logs_production import request_lines, wait_for
 from tests.wsgi_apps import IMPATIENT_TIMEOUT
 
 CHECK = "/api/v1/auth/check"
@@ -365,7 +366,8 @@ def test_a_request_past_the_deadline_gets_503_and_liveness_never_waits(tmp_path)
         results: dict[str, tuple[Answer, float]] = {}
 
         def sleeper(name: str) -> None:
-            results[name] = timed(server.port, "GET", "/sleep?seconds=4")
+            headers = [("X-Request-ID", f"late-{name}")]
+            results[name] = timed(server.port, "GET", "/sleep?seconds=4", headers)
 
         # One thread per worker, two workers: the third and fourth wait in a queue.
         threads = [threading.Thread(target=sleeper, args=(n,)) for n in "abcd"]
@@ -382,6 +384,33 @@ def test_a_request_past_the_deadline_gets_503_and_liveness_never_waits(tmp_path)
             assert answer.error_code() == "service_unavailable"
             assert answer.headers["Retry-After"] == "1"
             assert IMPATIENT_TIMEOUT <= elapsed < IMPATIENT_TIMEOUT + 2
+        # Each with its request id, and its request line.
+        assert {answer.headers["X-Request-ID"] for answer, _ in results.values()} == {
+            f"late-{name}" for name in "abcd"
+        }
+        for name in "abcd":
+            log = wait_for(server, f"late-{name}")
+        lines = request_lines(log, "json")
+        late = {line["request_id"]: line for line in lines if line["request_id"][:5] == "late-"}
+        assert sorted(late) == [f"late-{name}" for name in "abcd"]
+        assert {(line["status"], line["path"]) for line in late.values()} == {(503, "/sleep")}
+
+
+def test_a_body_past_its_timeout_gets_408_with_its_request_id_and_line(tmp_path):
+    head = (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nX-Request-ID: slow-body\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{}"
+    )
+    with production(tmp_path, {}, target="tests.wsgi_apps:impatient") as server:
+        answer = raw_exchange(server.port, head)  # 2 bytes of 10, then nothing
+        (line,) = [
+            line
+            for line in request_lines(wait_for(server, "slow-body"), "json")
+            if line["request_id"] == "slow-body"
+        ]
+    assert (answer.status, answer.error_code()) == (408, "request_timeout")
+    assert answer.headers["X-Request-ID"] == "slow-body"
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/x", 408)
 
 
 # What the app sees: the environ built by the server

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 
+import pytest
+
 from apikeys.crypto import generate_secret
-from tests.servers import production
+from apikeys.logs import masked
+from apikeys.serving import MAX_HEADER_BYTES
+from tests.servers import Answer, production, send
 
 REQUIRED = {"time", "level", "request_id", "method", "path", "status", "duration_ms"}
 CHECK = "/api/v1/auth/check"
@@ -130,13 +135,85 @@ def test_no_key_reaches_the_log_and_every_line_is_json(tmp_path):
     assert authenticated and all(line["key_id"] and line["org_id"] for line in authenticated)
 
 
-def wait_for(server, request_id: str, timeout: float = 5.0) -> str:
+def wait_for(server, request_id: str, timeout: float = 5.0, log_format: str = "json") -> str:
     """The log once it has the line of ``request_id`` (written as the response leaves)."""
     deadline = time.monotonic() + timeout
     while True:
         log = server.log()
-        lines = [line for line in log.splitlines() if line.startswith("{")]
-        if any(json.loads(line).get("request_id") == request_id for line in lines):
+        if any(line["request_id"] == request_id for line in request_lines(log, log_format)):
             return log
         assert time.monotonic() < deadline, f"no line for {request_id}:\n{log}"
         time.sleep(0.05)
+
+
+def own_answers(port: int, secret: str) -> list[tuple[str, Answer, str]]:
+    """Requests that the server answers itself, before or without the app: (what was sent
+    as X-Request-ID or "" for none, the answer, its path)."""
+    big = [("X-Big", "a" * (MAX_HEADER_BYTES + 1))]
+    forwarded = [("X-Forwarded-For", "203.0.113.9")]
+    sent = []
+    for template in ["own-id.{}", "", "not well formed {}", "x" * 129, f"id-{secret}"]:
+        for number, (method, path, headers) in enumerate(
+            [
+                ("GET", "/healthz", []),
+                ("HEAD", "/healthz", []),
+                ("GET", f"{CHECK}?key={secret}", big),
+                ("GET", f"/{secret}", big),
+                ("POST", KEYS, [("Content-Length", "1000000")]),
+            ]
+        ):
+            given = template.format(number)
+            request_id = [("X-Request-ID", given)] if given else []
+            answer = send(port, method, path, [*request_id, *forwarded, *headers])
+            sent.append((given, answer, path.partition("?")[0]))
+    return sent
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_the_servers_own_answers_carry_a_request_id_and_a_request_line(tmp_path, log_format):
+    secret = generate_secret()
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'apikeys.db'}",
+        "APIKEYS_TRUSTED_PROXIES": "1",
+        "LOG_FORMAT": log_format,
+    }
+    with production(tmp_path, env) as server:
+        sent = own_answers(server.port, secret)
+        last = sent[-1][1].headers["X-Request-ID"]
+        log = wait_for(server, last, log_format=log_format)
+
+    assert {answer.status for _, answer, _ in sent} == {200, 413, 431}
+    assert secret.lower() not in log.lower()
+    lines = request_lines(log, log_format)
+    for given, answer, path in sent:
+        request_id = answer.headers["X-Request-ID"]
+        if given.startswith("own-id."):
+            assert request_id == given
+        else:
+            assert re.fullmatch("[0-9a-f]{32}", request_id), (given, request_id)
+        (line,) = [line for line in lines if line["request_id"] == request_id]
+        assert line["status"] == answer.status
+        assert line["path"] == masked(path)
+        assert line["remote_addr"] == "203.0.113.9"
+        assert float(line["duration_ms"]) >= 0
+        assert "key_id" not in line
+
+
+def request_lines(log: str, log_format: str) -> list[dict]:
+    """The request lines of ``log``, as fields: JSON's own, or the text line's
+    ``name=value`` pairs with the message's method, path and status."""
+    if log_format == "json":
+        parsed = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        lines = [line for line in parsed if line["logger"] == "apikeys.request"]
+        for line in lines:
+            assert REQUIRED <= set(line), line
+        return lines
+    lines = []
+    for line in log.splitlines():
+        # 2026-12-03T09:31:52.306Z INFO apikeys.request GET /healthz 200 request_id=...
+        words = line.split(" ")
+        if len(words) > 2 and words[2] == "apikeys.request":
+            method, path, status = words[3:6]
+            fields = dict(word.split("=", 1) for word in words[6:])
+            lines.append({**fields, "method": method, "path": path, "status": int(status)})
+    return lines

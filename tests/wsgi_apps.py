@@ -1,8 +1,9 @@
 """Tiny WSGI apps for serve.py to serve in tests of the server itself (apikeys.serving).
 
 ``echo``: answers the WSGI environ the server built, as JSON. ``GET /sleep?seconds=N``
-sleeps first. ``impatient``: the same behind an adapter with one thread and a request
-deadline of ``IMPATIENT_TIMEOUT`` seconds, so that a test can pass the deadline quickly.
+sleeps first. ``impatient``: the same behind an adapter with one thread, and a request
+deadline and a body timeout of ``IMPATIENT_TIMEOUT`` seconds, so that a test can pass them
+quickly; it writes the service's request lines for the adapter's own answers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+from apikeys import logs
 from apikeys.serving import Adapter
 
 IMPATIENT_TIMEOUT = 1.0
@@ -50,4 +52,7 @@ def echo():
 
 
 def impatient() -> Adapter:
-    return Adapter(echo_app, threads=1, request_timeout=IMPATIENT_TIMEOUT)
+    logs.configure("json", "INFO")
+    return Adapter(
+        echo_app, threads=1, request_timeout=IMPATIENT_TIMEOUT, body_timeout=IMPATIENT_TIMEOUT
+    )
