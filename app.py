@@ -9,9 +9,10 @@ import flask_smorest
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from apikeys import audit, db, errors, logs, metrics, policy, ratelimit, startup
+from apikeys import audit, db, http_errors, logs, metrics, policy, ratelimit, startup
 from apikeys import config as settings
 from apikeys.auth import SECURITY_SCHEMES
+from apikeys.cli import settings_checked
 from apikeys.routes import docs
 from schemas.api_keys import ApiKeyUpdateSchema
 from schemas.errors import ErrorSchema
@@ -23,7 +24,7 @@ class Api(flask_smorest.Api):
     ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error):
-        return errors.handle_http_exception(error)
+        return http_errors.handle_http_exception(error)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -39,13 +40,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         # Served by the service itself (apikeys.routes.docs): no CDN, works offline.
         OPENAPI_SWAGGER_UI_URL=docs.URL,
     )
-    app.config.update(settings.from_environment())
-    app.config.update(config or {})
-    settings.validate(app.config)
-    # Loaded whole before anything starts: a faulty file stops the service, never half-applies.
-    policy_file = app.config["APIKEYS_POLICY_FILE"]
-    app.extensions["apikeys.policy"] = policy.load(policy_file) if policy_file else policy.DEFAULT
-    app.json.sort_keys = False
+    with settings_checked():
+        app.config.update(settings.from_environment())
+        app.config.update(config or {})
+        settings.validate(app.config)
+        # Loaded whole before anything starts: a faulty file stops the service, never
+        # half-applies.
+        policy_file = app.config["APIKEYS_POLICY_FILE"]
+        app.extensions["apikeys.policy"] = (
+            policy.load(policy_file) if policy_file else policy.DEFAULT
+        )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     # First: its request hooks must come first.
     logs.init_app(app)
 
@@ -54,10 +59,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     startup.bind(app.config)
 
     if app.config["APIKEYS_TRUSTED_PROXIES"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])
+        proxied = ProxyFix(app.wsgi_app, x_for=app.config["APIKEYS_TRUSTED_PROXIES"])
+        app.wsgi_app = proxied  # type: ignore[method-assign]
     db.init_app(app)
     audit.init_app(app)
-    errors.init_app(app)
+    http_errors.init_app(app)
     api = Api(app, spec_kwargs={"components": {"securitySchemes": SECURITY_SCHEMES}})
 
     from apikeys.cli import COMMANDS

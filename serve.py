@@ -31,6 +31,7 @@ from typing import Any
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
+from granian.server.common import AbstractServer
 
 from apikeys import config, logs, metrics, policy, serving, startup
 
@@ -58,7 +59,7 @@ BACKLOG = 1024
 CONNECTIONS_PER_WORKER = 4096
 
 
-def server(target: str = "app:create_app") -> Granian:
+def server(target: str = "app:create_app") -> AbstractServer:
     """granian serving the WSGI app that the factory ``target`` builds in each worker."""
     return Granian(
         target,
@@ -92,7 +93,7 @@ def check_settings() -> dict[str, Any]:
         if settings["APIKEYS_POLICY_FILE"]:
             policy.load(settings["APIKEYS_POLICY_FILE"])
     except config.ConfigError as error:
-        sys.exit(f"Error: {error.message}")
+        sys.exit(f"Error: {error}")
     logs.configure(settings["LOG_FORMAT"], settings["LOG_LEVEL"])
     if WORKERS > 1 and not settings["REDIS_URL"]:
         logging.getLogger("serve").warning(
@@ -111,7 +112,7 @@ def prepare_database(settings: dict[str, Any]) -> None:
     try:
         startup.prepare(settings)
     except config.ConfigError as error:
-        sys.exit(f"Error: {error.message}")
+        sys.exit(f"Error: {error}")
     except startup.UNREACHABLE as error:
         sys.exit(f"Error: {startup.describe(error)}")
 
@@ -122,7 +123,7 @@ def serve(target: str = "app:create_app") -> None:
         if target == "app:create_app":
             prepare_database(check_settings())
         loader = functools.partial(serving.load, threads=APP_THREADS, own_threads=OWN_THREADS)
-        server(target).serve(target_loader=loader)
+        server(target).serve(target_loader=loader)  # type: ignore[arg-type]  # an RSGI app
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class AuditEvent(BaseModel):
     user_agent = CharField(max_length=MAX_CLIENT_TEXT, null=True)
 
     @property
-    def actor(self) -> dict[str, str]:
+    def actor(self) -> dict[str, str | None]:
         if self.actor_type == "key":
             return {"type": "key", "key_id": self.actor_key_id}
         return {"type": self.actor_type}

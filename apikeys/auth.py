@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Callable, Mapping
+from typing import overload
 
 from flask import current_app, g, request
 
@@ -12,7 +13,7 @@ from apikeys.errors import Forbidden, Unauthorized
 from apikeys.verification import Principal, verify
 
 #: OpenAPI security requirement: either header authenticates.
-SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
 SECURITY_SCHEMES = {
     "bearerAuth": {
         "type": "http",
@@ -23,6 +24,10 @@ SECURITY_SCHEMES = {
 }
 
 
+@overload
+def header(environ: Mapping[str, str], name: str) -> str | None: ...
+@overload
+def header(environ: Mapping[str, str], name: str, default: str) -> str: ...
 def header(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     """The request header ``name``, read from the WSGI ``environ``.
 
@@ -48,39 +53,31 @@ def presented_secret(environ: Mapping[str, str]) -> str | None:
     return bearer or (api_key.strip() if api_key else None)
 
 
-_UNVERIFIED = object()
+def authenticate() -> None:
+    """Verify the key the request presents, once, before anything else of the blueprint's
+    runs: a ``before_request`` for every blueprint whose routes take a key. A request
+    without a valid key goes on unauthenticated (its address's budget is spent next);
+    ``current_key`` refuses it."""
+    g.principal = verify(
+        presented_secret(request.environ), current_app.config["LAST_USED_INTERVAL_SECONDS"]
+    )
 
 
-def current_principal() -> Principal | None:
-    """The request's principal, verified once per request and remembered."""
-    principal = g.get("principal", _UNVERIFIED)
-    if principal is _UNVERIFIED:
-        principal = g.principal = verify(
-            presented_secret(request.environ),
-            current_app.config["LAST_USED_INTERVAL_SECONDS"],
-        )
-    return principal
-
-
-def principal() -> Principal:
-    """The principal of a request that ``requires`` has already let through."""
+def verified_key() -> Principal | None:
+    """The key ``authenticate`` verified for this request, None if it presented none valid:
+    for the steps that serve authenticated and anonymous requests alike (the budget)."""
     return g.principal
 
 
-def authenticated() -> Principal:
-    """The request's principal; Unauthorized if its key is missing or not valid."""
-    caller = current_principal()
+def current_key(*scopes: str) -> Principal:
+    """The request's verified key, holding every one of ``scopes``: Unauthorized without
+    a valid key, Forbidden if it lacks one of them."""
+    caller: Principal | None = g.principal
     if caller is None:
         raise Unauthorized()
-    return caller
-
-
-def authorize(scope: str, caller: Principal | None = None) -> Principal:
-    """The principal (the request's, by default) if it holds ``scope``; Unauthorized or
-    Forbidden otherwise."""
-    caller = caller or authenticated()
-    if scope not in caller.scopes:
-        raise Forbidden(f"Your key lacks the required scope {scope}")
+    for scope in scopes:
+        if scope not in caller.scopes:
+            raise Forbidden(f"Your key lacks the required scope {scope}")
     return caller
 
 
@@ -90,7 +87,7 @@ def requires(scope: str) -> Callable:
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            authorize(scope)
+            current_key(scope)
             return view(*args, **kwargs)
 
         return wrapper

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from marshmallow import ValidationError
 from peewee import IntegrityError, PeeweeException, SqliteDatabase
 
 from apikeys import audit, backup, crypto, db, pagination, scopes, service, startup
+from apikeys.config import ConfigError
 from apikeys.errors import ServiceError
 from schemas.api_keys import ApiKeyCreatedSchema, ApiKeyListSchema
 from schemas.audit import AuditEventListSchema
@@ -57,13 +59,28 @@ def _label(value: str, option: str) -> str:
         raise click.UsageError(f"{option}: {' '.join(error.messages)}") from None
 
 
+@contextmanager
+def settings_checked() -> Iterator[None]:
+    """Under a ``flask`` command, a ConfigError is one line on stderr and exit status 1,
+    as click reports its own errors; anywhere else it goes on unchanged. For the app's
+    factory, which the command line calls before any command runs."""
+    try:
+        yield
+    except ConfigError as error:
+        if click.get_current_context(silent=True) is None:
+            raise
+        raise click.ClickException(str(error)) from None
+
+
 def _prepare() -> list[str]:
     """Migrate and seed the bootstrap key (the app never does at start); an unreachable
-    database is one line on stderr and exit status 1."""
+    database or a bad bootstrap setting is one line on stderr and exit status 1."""
     try:
         return startup.prepare(current_app.config)
     except startup.UNREACHABLE as error:
         raise click.ClickException(startup.describe(error)) from None
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _prepared(command: Callable) -> Callable:

@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import click
 from limits import parse_many
 
 from apikeys import key_limits
@@ -17,11 +16,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_RETENTION_DAYS = 36_500
 
 
-class ConfigError(click.ClickException):
-    """A setting has a value the service cannot start with.
-
-    A ClickException, so that ``flask --app app ...`` prints it as one line, not a traceback.
-    """
+class ConfigError(Exception):
+    """A setting has a value the service cannot start with. serve.py and the ``flask``
+    commands (apikeys.cli) stop on it with one line, not a traceback."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask
@@ -97,7 +98,7 @@ def _postgresql_timeouts(url: str, timeout: float) -> dict[str, object]:
     }
 
 
-def init(url: str, **settings: float) -> Database:
+def init(url: str, **settings: Any) -> Database:
     """Bind the models to the database at ``url``."""
     if database.obj is not None:
         close_all()
@@ -171,7 +172,10 @@ def _close_orphans() -> None:
             _adopted.pop(serial)[1].close()
 
 
-def _return_connection(_error: BaseException | None) -> None:
+def release_connection(_error: BaseException | None = None) -> None:
+    """The end of a request (a ``teardown_request``): a pooled connection goes back to the
+    pool; a thread's SQLite connection stays open for its next request, without a
+    transaction that a bug left open."""
     opened = database.obj  # once: every attribute of the proxy is a lookup in Python
     if opened.is_closed():
         return
@@ -191,7 +195,7 @@ def init_app(app: Flask) -> None:
     """A request that queries opens its thread's connection (peewee connects on first
     use); a pooled one goes back to the pool at the end. /healthz and the docs never
     touch the database."""
-    app.teardown_request(_return_connection)
+    app.teardown_request(release_connection)
 
 
 @contextmanager

@@ -46,7 +46,9 @@ def parse(text: str) -> list[RateLimitItem]:
 
 def _let_through(items: Sequence[RateLimitItem], seconds: int) -> Fraction:
     """The most requests ``items`` together let through in ``seconds``."""
-    return min(item.amount * max(1, Fraction(seconds, item.get_expiry())) for item in items)
+    return min(
+        item.amount * max(Fraction(1), Fraction(seconds, item.get_expiry())) for item in items
+    )
 
 
 @functools.lru_cache(maxsize=256)

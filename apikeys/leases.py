@@ -32,11 +32,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from limits import RateLimitItem
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import SlidingWindowCounterRateLimiter
-from redis import RedisError
+from redis import Redis, RedisError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from apikeys import metrics
@@ -146,7 +147,9 @@ class LeasedLimiter:
 
     def __init__(self, storage: Storage, clock: Callable[[], float] = time.monotonic) -> None:
         self._storage = storage
-        self._redis = storage.get_connection() if isinstance(storage, RedisStorage) else None
+        self._redis = (
+            cast(Redis, storage.get_connection()) if isinstance(storage, RedisStorage) else None
+        )
         self._take = self._redis.register_script(BUDGET_SCRIPT) if self._redis else None
         # Memory: the storage itself without Redis, or else the fallback while it fails.
         self._in_memory = SlidingWindowCounterRateLimiter(
@@ -198,7 +201,8 @@ class LeasedLimiter:
             return state
         self._state = (state, now + RETRY_SECONDS)  # others answer the last state meanwhile
         try:
-            self._redis.set(self._storage.prefixed_key("apikeys-probe"), 1, px=1000)
+            probe = cast(RedisStorage, self._storage).prefixed_key("apikeys-probe")
+            self._redis.set(probe, 1, px=1000)
             state = "ok"
         except (OutOfMemoryError, ReadOnlyError):
             state = "refusing writes"
@@ -242,8 +246,10 @@ class LeasedLimiter:
     ) -> tuple[Window, _Lease | None]:
         """A lease of ``size`` units (or of one, when fewer remain), one of its units spent
         now; or the refusal. One atomic round trip."""
+        assert self._take is not None  # only asked while there is Redis
         granted, remaining, frees_in, ends_in = self._take(
-            [budget_key(self._storage, key)], [item.amount, item.get_expiry() * 1000, size]
+            [budget_key(cast(RedisStorage, self._storage), key)],
+            [item.amount, item.get_expiry() * 1000, size],
         )
         if not granted:
             return Window(False, item.amount, 0, math.ceil(frees_in / 1000)), None
@@ -285,7 +291,7 @@ def _key_for(item: RateLimitItem, identifiers: tuple[str, ...]) -> str:
     return item.key_for(*identifiers)
 
 
-def budget_key(storage: Storage, key: str) -> str:
+def budget_key(storage: RedisStorage, key: str) -> str:
     """The Redis key of the budget ``key`` names, under the storage's prefix."""
     return storage.prefixed_key(f"budget/{key}")
 

@@ -40,10 +40,10 @@ MASK = "[redacted]"
 _CONTEXT = ("request_id", "duration_ms", "remote_addr", "key_id", "org_id")
 
 
-class _UtcTime:
+class _UtcTime(logging.Formatter):
     """RFC 3339 times in UTC, to the millisecond, through logging's own hooks."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
     default_time_format = "%Y-%m-%dT%H:%M:%S"
     default_msec_format = "%s.%03dZ"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from peewee import (
     BooleanField,
@@ -18,7 +20,7 @@ from peewee import (
 
 from apikeys import crypto, scopes
 from apikeys.db import database
-from apikeys.errors import KeyNotFound, NameTaken, PolicyViolation
+from apikeys.errors import KeyNotFound, KeyRevoked, NameTaken, PolicyViolation
 
 
 def utcnow() -> datetime:
@@ -67,6 +69,7 @@ class OrganizationPolicy(BaseModel):
     )
     max_expires_in_days = IntegerField(null=True)
     require_expiry = BooleanField(default=False)
+    organization_id: str  # peewee's accessor for the column itself, without a query
 
     @classmethod
     def of(cls, organization_id: str) -> OrganizationPolicy:
@@ -117,27 +120,56 @@ class RetiredKeyHash(BaseModel):
     retired_at = DateTimeField(default=utcnow)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IssuedKey:
     """A key as created: the only object that ever carries the secret."""
 
-    api_key: ApiKey
+    id: str
+    organization_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    rate_limit: str | None
     key: str = field(repr=False)  # kept out of any log line or traceback that shows it
 
-    def __getattr__(self, name: str):
-        return getattr(self.api_key, name)
+
+class StoredKey(NamedTuple):
+    """A live key as the lookup by hash reads it: what verifying a secret needs. (A tuple:
+    built on every check, where a frozen dataclass costs several times as much.)"""
+
+    id: str
+    organization_id: str
+    key_hash: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    previous_key_hash: str | None  # a roll's previous secret, valid until the next field
+    previous_key_expires_at: datetime | None
+    rate_limit: str | None
 
 
-@dataclass(frozen=True)
-class RolledKey(IssuedKey):
-    """A key as rolled: its new secret, and until when the previous one still works."""
+@dataclass(frozen=True, slots=True)
+class RolledKey:
+    """A key as rolled: the key object as it now is, its new secret, and until when the
+    previous secret still works (now, when it stopped at once)."""
 
-    previous_key_valid_until: datetime | None = None
+    id: str
+    name: str
+    key_hint: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    rate_limit: str | None
+    previous_key_valid_until: datetime
+    key: str = field(repr=False)
 
 
 class ApiKey(BaseModel):
     id = CharField(primary_key=True, max_length=40, default=lambda: crypto.new_id("key"))
     organization = ForeignKeyField(Organization, backref="api_keys", on_delete="CASCADE")
+    organization_id: str  # peewee's accessor for the column itself, without a query
     name = CharField(max_length=128)
     key_hash = CharField(max_length=64, unique=True)
     key_hint = CharField(max_length=16)
@@ -158,17 +190,26 @@ class ApiKey(BaseModel):
         until = self.previous_key_expires_at
         return until if until is not None and until > utcnow() else None
 
-    @classmethod
-    def update(cls, __data=None, **update):
-        """An UPDATE; one that sets ``revoked_at`` only reaches live keys: revocation is final.
+    def save(self, force_insert: bool = False, only=None) -> int:
+        """Write the key. Revocation is final: saving a key that is revoked, or that was
+        revoked after this instance was read, raises KeyRevoked and changes nothing.
 
-        ``save()`` goes through here too, so neither an explicit ``revoked_at = None`` nor a
-        stale instance saved after a revocation can bring a revoked key back.
+        ``save`` never writes ``revoked_at``: ``revoke`` is the one way to set it. A bulk
+        ``ApiKey.update`` query is plain SQL, below these rules, as any raw statement is.
         """
-        query = super().update(__data, **update)
-        if cls.revoked_at in query._update:
-            query = query.where(cls.revoked_at.is_null())
-        return query
+        if force_insert:
+            return super().save(force_insert=True, only=only)
+        if self.revoked_at is not None:
+            raise KeyRevoked()
+        names = [getattr(name, "name", name) for name in only or self._meta.sorted_fields]
+        with database.atomic():
+            rows = super().save(only=[name for name in names if name != "revoked_at"])
+            # Read under this write's lock: a revocation committed before it shows here,
+            # and one that comes later waits for this transaction.
+            live = ApiKey.select().where(ApiKey.id == self.id, ApiKey.revoked_at.is_null())
+            if not live.exists():
+                raise KeyRevoked()  # and the write is rolled back
+        return rows
 
     @classmethod
     def issue(
@@ -200,7 +241,33 @@ class ApiKey(BaseModel):
         except IntegrityError:
             # The partial unique index on (organization, live name) decides races.
             raise NameTaken() from None
-        return IssuedKey(api_key, secret)
+        return IssuedKey(
+            api_key.id, organization_id, name, granted, now, expires_at, rate_limit, key=secret
+        )
+
+    @classmethod
+    def find_by_secret_hash(cls, digest: str) -> StoredKey | None:
+        """The live key whose current or previous secret has the hash ``digest``, or None;
+        whether it has expired, or its grace period ended, is the caller's to judge. The
+        hot path's one read, run from SQL rendered once."""
+        opened = database.obj
+        kind: type = type(opened)
+        row = opened.execute_sql(_lookup_sql(kind), (digest, digest)).fetchone()
+        if row is None:
+            return None
+        key_id, organization_id, key_hash, stored_scopes, expires_at, last_used_at = row[:6]
+        previous_hash, previous_until, rate_limit = row[6:]
+        return StoredKey(
+            key_id,
+            organization_id,
+            key_hash,
+            scopes.deserialize(stored_scopes),
+            _timestamp(expires_at),
+            _timestamp(last_used_at),
+            previous_hash,
+            _timestamp(previous_until),
+            rate_limit,
+        )
 
     @classmethod
     def live(cls, organization_id: str):
@@ -261,7 +328,18 @@ class ApiKey(BaseModel):
             previous_key_hash=self.key_hash if in_grace else None,
             previous_key_expires_at=now + grace if in_grace else None,
         )
-        return RolledKey(self, secret, now + grace)
+        return RolledKey(
+            self.id,
+            self.name,
+            self.key_hint,
+            self.scopes,
+            self.created_at,
+            self.last_used_at,
+            self.expires_at,
+            self.rate_limit,
+            now + grace,
+            key=secret,
+        )
 
     @classmethod
     def revoke(cls, organization_id: str, key_id: str) -> None:
@@ -278,6 +356,35 @@ class ApiKey(BaseModel):
         )
         if not revoked:
             raise KeyNotFound()
+
+
+@functools.cache
+def _lookup_sql(dialect: type) -> str:
+    """``find_by_secret_hash``'s SQL, rendered once per kind of database rather than once
+    per request: building a peewee query costs more than SQLite takes to answer it. It
+    depends on nothing but the model's columns, so it never goes stale in a process."""
+    query = ApiKey.select(
+        ApiKey.id,
+        ApiKey.organization,
+        ApiKey.key_hash,
+        ApiKey.scopes,
+        ApiKey.expires_at,
+        ApiKey.last_used_at,
+        ApiKey.previous_key_hash,
+        ApiKey.previous_key_expires_at,
+        ApiKey.rate_limit,
+    ).where(
+        # Either of a key's secrets, in one query: both columns are indexed (unique).
+        (ApiKey.key_hash == "") | (ApiKey.previous_key_hash == ""),
+        ApiKey.revoked_at.is_null(),
+    )
+    sql, _params = query.sql()
+    return sql
+
+
+def _timestamp(value: datetime | str | None) -> datetime | None:
+    """A stored timestamp: SQLite hands back the text peewee wrote, PostgreSQL a datetime."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _ensure_plausible(key_id: str) -> None:

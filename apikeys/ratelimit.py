@@ -1,9 +1,10 @@
 """Rate limits: per key when a request authenticates, per client address when it fails.
 
 A blueprint spends each request's budget in a ``before_request`` of its own, beside its
-views: ``spend_budget`` (one unit, the API's routes) or ``spend_budget_from_lease`` (the
-check, the hot path); ``show_budget`` writes the RateLimit headers. Both spend one budget
-through the app's LeasedLimiter (apikeys/leases.py).
+views and after ``auth.authenticate``, whose verified key says whose budget it is:
+``spend_budget`` (one unit, the API's routes) or ``spend_budget_from_lease`` (the check,
+the hot path); ``show_budget`` writes the RateLimit headers. Both spend one budget
+through the app's LeasedLimiter (apikeys/leases.py). Nothing here verifies a key.
 
 Counters live in Redis (``REDIS_URL``) so that they hold across workers and instances;
 without Redis they live in this process's memory, which suits local use only. If Redis
@@ -30,9 +31,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from apikeys import key_limits, metrics
-from apikeys.auth import current_principal
+from apikeys.auth import verified_key
 from apikeys.errors import RateLimited
-from apikeys.leases import LeasedLimiter
+from apikeys.leases import LeasedLimiter, Window
 
 #: Every Redis call, the lease script and the readiness probe included, gives up after
 #: this: a Redis that hangs costs a request at most these seconds, and then only the one
@@ -105,7 +106,7 @@ def _spend(lease: bool) -> None:
     prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
     # The names flask-limiter gave these budgets (a limit shared under the scope "caller").
     identifiers = (prefix, caller, "caller") if prefix else (caller, "caller")
-    shown = None
+    shown: Window | None = None
     for item in _parsed(limits):
         window = budgets.spend(item, *identifiers, lease=lease)
         # The headers show the refused limit, or else the one with the least left.
@@ -114,7 +115,7 @@ def _spend(lease: bool) -> None:
         if not window.allowed:
             break
     g.rate_window = shown
-    if not shown.allowed:
+    if shown is not None and not shown.allowed:
         metrics.count_rejection(caller.partition("/")[0])
         raise RateLimited()
 
@@ -122,7 +123,7 @@ def _spend(lease: bool) -> None:
 def _budget(config: Mapping[str, Any]) -> tuple[str, str]:
     """Whose budget a request spends, and its limits: its key's (its own limit, or the
     service's), or its address's when it fails to authenticate."""
-    principal = current_principal()
+    principal = verified_key()
     if principal:
         return f"key/{principal.key_id}", key_limits.spent(principal.rate_limit, config)
     return f"address/{get_remote_address()}", config["RATE_LIMIT_FAILED_AUTH"]
@@ -146,7 +147,7 @@ def _automatic_options() -> bool:
     """Flask's own answer to OPTIONS (a browser's preflight) carries no key and asks nothing
     of the service: it must not spend an address's failed-authentication budget."""
     rule = request.url_rule
-    return request.method == "OPTIONS" and rule is not None and rule.provide_automatic_options
+    return request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False)
 
 
 @functools.lru_cache(maxsize=16)

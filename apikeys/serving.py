@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import logs, metrics
-from apikeys.errors import error_body
+from apikeys.http_errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Adapter:
         # The client as the app sees it, for the request line: past the trusted proxies'
         # X-Forwarded-For by the app's own rule, werkzeug's ProxyFix.
         trusted = config.get("APIKEYS_TRUSTED_PROXIES") or 0
-        self.forwarded = (
+        self.forwarded: Callable[..., Any] | None = (
             ProxyFix(lambda environ, _: environ["REMOTE_ADDR"], x_for=trusted) if trusted else None
         )
         self.body_timeout = body_timeout
@@ -131,6 +131,7 @@ class Adapter:
             return
         started = time.perf_counter()
         headers, repeated, size = read_headers(scope.headers)
+        answer: Answer
         if scope.path == "/healthz" and scope.method in ("GET", "HEAD"):
             answer = _HEALTH
         else:
@@ -334,7 +335,7 @@ def _host_port(address: str) -> tuple[str, str]:
 
 
 def _error(
-    status: int, code: str, message: str, close: bool = False, extra: Headers = ()
+    status: int, code: str, message: str, close: bool = False, extra: Iterable[tuple[str, str]] = ()
 ) -> OwnAnswer:
     headers = [_JSON, *extra]
     if close:

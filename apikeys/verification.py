@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
 import logging
 import time
@@ -11,7 +10,7 @@ from datetime import datetime, timedelta
 
 from peewee import Database, PeeweeException
 
-from apikeys import crypto, db, metrics, scopes
+from apikeys import crypto, db, metrics
 from apikeys.db import database
 from apikeys.models import ApiKey, utcnow
 
@@ -33,36 +32,6 @@ class Principal:
     rate_limit: str | None = None  # the key's own; None: the service's RATE_LIMIT_PER_KEY
 
 
-@functools.cache
-def _lookup_sql(dialect: type[Database]) -> str:
-    """The lookup by hash, rendered once per kind of database rather than once per request.
-
-    Building a peewee query costs several times what SQLite takes to answer it.
-    """
-    query = ApiKey.select(
-        ApiKey.id,
-        ApiKey.organization,
-        ApiKey.key_hash,
-        ApiKey.scopes,
-        ApiKey.expires_at,
-        ApiKey.last_used_at,
-        ApiKey.previous_key_hash,
-        ApiKey.previous_key_expires_at,
-        ApiKey.rate_limit,
-    ).where(
-        # Either of a key's secrets, in one query: both columns are indexed (unique).
-        (ApiKey.key_hash == "") | (ApiKey.previous_key_hash == ""),
-        ApiKey.revoked_at.is_null(),
-    )
-    sql, _params = query.sql()
-    return sql
-
-
-def _timestamp(value: datetime | str | None) -> datetime | None:
-    """A stored timestamp: SQLite hands back the text peewee wrote, PostgreSQL a datetime."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 def verify(
     secret: str | None, last_used_interval: int, now: datetime | None = None
 ) -> Principal | None:
@@ -74,26 +43,24 @@ def verify(
     if not secret or not crypto.is_well_formed(secret):
         return None
     digest = crypto.hash_secret(secret)
-    opened = database.obj
-    row = opened.execute_sql(_lookup_sql(type(opened)), (digest, digest)).fetchone()
-    if row is None:
+    stored = ApiKey.find_by_secret_hash(digest)
+    if stored is None:
         return None
-    key_id, org_id, stored_hash, stored_scopes, expires_at, last_used_at = row[:6]
-    previous_hash, previous_until, rate_limit = row[6:]
     now = now or utcnow()
-    expires_at = _timestamp(expires_at)
+    expires_at, last_used_at = stored.expires_at, stored.last_used_at
     # The row was found by this hash; comparing again in constant time keeps the rule that
     # nothing derived from a secret is compared with ==, whatever the database's collation.
     # A previous secret (a roll's) works only until its grace period ends.
-    current = hmac.compare_digest(stored_hash, digest)
-    if not current and not _in_grace(previous_hash, digest, _timestamp(previous_until), now):
+    current = hmac.compare_digest(stored.key_hash, digest)
+    previous_until = stored.previous_key_expires_at
+    if not current and not _in_grace(stored.previous_key_hash, digest, previous_until, now):
         return None
     if expires_at and expires_at <= now:
         return None
-    last_used_at = _timestamp(last_used_at)
     if last_used_at is None or now - last_used_at >= timedelta(seconds=last_used_interval):
-        _record_use(key_id, now, last_used_interval)
-    return Principal(key_id, org_id, frozenset(scopes.deserialize(stored_scopes)), rate_limit)
+        _record_use(stored.id, now, last_used_interval)
+    scopes = frozenset(stored.scopes)
+    return Principal(stored.id, stored.organization_id, scopes, stored.rate_limit)
 
 
 def _in_grace(

@@ -96,7 +96,10 @@ def instructions(label: str, requests: int) -> int:
         # The same hash seed in both, so that they run the very same code paths.
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         child = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-        return int(re.search(r"Collected : (\d+)", child.stderr).group(1))
+        collected = re.search(r"Collected : (\d+)", child.stderr)
+        if collected is None:
+            raise RuntimeError(f"callgrind reported no count: {child.stderr[-500:]}")
+        return int(collected.group(1))
 
     with ThreadPoolExecutor(2) as pool:
         warm_only, measured = pool.map(collected, (0, requests))

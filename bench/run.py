@@ -40,7 +40,7 @@ from apikeys import crypto, db
 from apikeys.metrics import DIRECTORY
 from apikeys.pagination import MAX_LIMIT
 from bench import seed
-from tests.servers import stop_process_group
+from bench.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

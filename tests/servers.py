@@ -33,6 +33,8 @@ from pathlib import Path
 
 import psycopg
 
+from bench.processes import stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = ROOT / "serve.py"
 START_TIMEOUT = 30.0
@@ -205,21 +207,6 @@ def _fail_if_exited(process: subprocess.Popen, error_log: Path) -> None:
     if process.poll() is not None:
         log = error_log.read_text() if error_log.exists() else ""
         raise StartFailed(process.returncode, log)
-
-
-def stop_process_group(process: subprocess.Popen, grace: float = 10) -> None:
-    """TERM the server's own process group (master and workers); KILL what is left."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # master and workers are all gone already
-    process.wait()
 
 
 def free_port() -> int:

@@ -254,7 +254,7 @@ def test_a_postgresql_row_lock_held_elsewhere_is_503_for_a_write_and_no_wait_for
 ):
     client = prepared(create_app(on_postgresql)).test_client()
     admin = _admin()
-    victim = service.create_key(admin.api_key.organization_id, "victim", ["read:api_keys"])
+    victim = service.create_key(admin.organization_id, "victim", ["read:api_keys"])
     with row_locked(postgres_url, victim.id):
         started = time.monotonic()
         check = client.get(CHECK, headers=bearer(victim.key) | READ)

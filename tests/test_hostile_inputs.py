@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from apikeys.errors import MAX_DETAILS
+from apikeys.http_errors import MAX_DETAILS
 from apikeys.models import ApiKey, Organization
 from tests.conftest import bearer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from apikeys import crypto, db, service
-from apikeys.errors import KeyNotFound
+from apikeys.errors import KeyNotFound, KeyRevoked
 from apikeys.models import ApiKey
 from apikeys.verification import verify
 from app import create_app
@@ -154,7 +154,7 @@ db.close_all()
 
 def serve():
     db.database.execute_sql("SELECT 1").fetchone()
-    db._return_connection(None)  # the end of a request: the thread keeps its connection
+    db.release_connection(None)  # the end of a request: the thread keeps its connection
     while True:
         db.database.execute_sql("SELECT count(*) FROM api_key").fetchone()
 
@@ -181,7 +181,7 @@ def test_the_process_exits_cleanly_while_threads_still_query(tmp_path):
 def test_a_transaction_left_open_is_rolled_back_at_the_end_of_the_request(app, caplog):
     connection = db.database.connection()
     connection.execute("BEGIN IMMEDIATE")
-    db._return_connection(None)
+    db.release_connection(None)
     assert not connection.in_transaction
     assert "left a transaction open" in caplog.text
     # Another connection can take the write lock at once.
@@ -261,14 +261,20 @@ def test_revocation_cannot_be_undone_through_the_model(app, org, make_key):
     ApiKey.revoke(org.id, issued.id)
     revoked_at = ApiKey.get_by_id(issued.id).revoked_at
 
-    # An instance that clears revoked_at, a stale instance saved later, a bulk update.
+    # A revoked instance saved, one that clears revoked_at, a stale instance saved later.
+    revoked = ApiKey.get_by_id(issued.id)
+    revoked.name = "renamed"
+    with pytest.raises(KeyRevoked):
+        revoked.save()
     resurrected = ApiKey.get_by_id(issued.id)
     resurrected.revoked_at = None
-    resurrected.save()
+    with pytest.raises(KeyRevoked):
+        resurrected.save()
     stale.name = "renamed"
-    stale.save()
-    ApiKey.update(revoked_at=None).where(ApiKey.id == issued.id).execute()
-    ApiKey.update({ApiKey.revoked_at: None}).execute()
+    with pytest.raises(KeyRevoked):
+        stale.save()
+    with pytest.raises(KeyRevoked):
+        stale.save(only=[ApiKey.name])
 
     assert ApiKey.get_by_id(issued.id).revoked_at == revoked_at
     assert ApiKey.get_by_id(issued.id).name == "gone"
@@ -295,3 +301,24 @@ def test_the_secret_stays_out_of_the_issued_keys_repr(app, org, make_key):
     issued = make_key()
     assert issued.key not in repr(issued)
     assert issued.key not in str(issued)
+
+
+def test_the_issued_key_carries_what_the_created_schema_shows(app, org, make_key):
+    issued = make_key(name="shown", key_scopes=("read:billing",), expires_in_days=3)
+    stored = ApiKey.get_by_id(issued.id)
+    assert (issued.organization_id, issued.name, issued.scopes) == (org.id, "shown", stored.scopes)
+    assert (issued.created_at, issued.expires_at) == (stored.created_at, stored.expires_at)
+    assert stored.key_hash == crypto.hash_secret(issued.key)
+
+
+@pytest.mark.both_databases
+def test_the_lookup_by_hash_finds_live_keys_only(app, org, make_key):
+    issued = make_key(name="found", key_scopes=("read:billing", "read:sessions"))
+    digest = crypto.hash_secret(issued.key)
+
+    found = ApiKey.find_by_secret_hash(digest)
+    assert (found.id, found.organization_id, found.key_hash) == (issued.id, org.id, digest)
+    assert (found.scopes, found.expires_at, found.last_used_at) == (issued.scopes, None, None)
+    assert ApiKey.find_by_secret_hash(crypto.hash_secret(crypto.generate_secret())) is None
+    ApiKey.revoke(org.id, issued.id)
+    assert ApiKey.find_by_secret_hash(digest) is None

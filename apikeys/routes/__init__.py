@@ -14,7 +14,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from apikeys.audit import Origin
-from apikeys.auth import SECURITY, header, principal, requires
+from apikeys.auth import SECURITY, current_key, header, requires
 from apikeys.errors import InvalidRequest
 from apikeys.logs import request_id
 from schemas.errors import ErrorSchema
@@ -62,7 +62,7 @@ class _Parser(FlaskParser):
         except (RecursionError, ValueError) as error:
             # Not only JSONDecodeError: UnicodeDecodeError, the digit limit of int() and
             # the recursion limit too; a 400, never a 500.
-            self._handle_invalid_json_error(error, req)
+            self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -84,7 +84,7 @@ def documented(*decorators: Callable) -> Callable:
         described = view
         for decorate in reversed(decorators):
             described = decorate(described)
-        view._apidoc = described._apidoc
+        view._apidoc = described._apidoc  # type: ignore[attr-defined]
         return view
 
     return decorator
@@ -144,7 +144,7 @@ def origin() -> Origin:
     address (through APIKEYS_TRUSTED_PROXIES, as the service sees it) and user agent."""
     return Origin(
         "key",
-        principal().key_id,
+        current_key().key_id,
         request_id(),
         request.remote_addr,
         header(request.environ, "User-Agent"),

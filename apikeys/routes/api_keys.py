@@ -5,7 +5,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from apikeys import audit, key_limits, service
-from apikeys.auth import principal
+from apikeys.auth import authenticate, current_key
 from apikeys.ratelimit import show_budget, spend_budget
 from apikeys.routes import Blueprint, origin, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
@@ -26,8 +26,9 @@ blp = Blueprint(
     url_prefix="/api/v1/org/api-keys",
     description="Your organization's API keys.",
 )
-# Each request spends one unit of its key's budget (its address's if it fails to
-# authenticate), before the view runs.
+# Before the view runs, in this order: the request's key is verified, then the request
+# spends one unit of that key's budget (its address's if it failed to authenticate).
+blp.before_request(authenticate)
 blp.before_request(spend_budget)
 blp.after_request(show_budget)
 blp.after_request(audit.prune_when_due)
@@ -78,7 +79,7 @@ class ApiKeys(MethodView):
     @blp.response(200, ApiKeyListSchema)
     def get(self, args):
         """List your organization's keys, newest first (revoked keys are left out)"""
-        page, total = service.page_of_keys(principal().org_id, args["limit"], args["after"])
+        page, total = service.page_of_keys(current_key().org_id, args["limit"], args["after"])
         return page.listing(total)
 
     @protected(blp, WRITE_API_KEYS, 400, 413)
@@ -87,7 +88,7 @@ class ApiKeys(MethodView):
     @blp.response(201, ApiKeyCreatedSchema, headers=NO_STORE)
     def post(self, body):
         """Create a key: its secret is in this response and nowhere else, ever"""
-        caller = principal()
+        caller = current_key()
         created = service.create_key(
             caller.org_id,
             body["name"],
@@ -108,14 +109,14 @@ class ApiKeyById(MethodView):
     @blp.response(200, ApiKeySchema)
     def get(self, key_id):
         """Get one of your organization's keys"""
-        return service.get_key(principal().org_id, key_id)
+        return service.get_key(current_key().org_id, key_id)
 
     @protected(blp, WRITE_API_KEYS, 404)
     @blp.doc(operationId="revokeApiKey", responses={204: {"links": REVOKED_LINKS}})
     @blp.response(204)
     def delete(self, key_id):
         """Revoke a key, for good; the next request that presents it fails"""
-        service.revoke_key(principal().org_id, key_id, origin())
+        service.revoke_key(current_key().org_id, key_id, origin())
 
     @protected(blp, WRITE_API_KEYS, 400, 404, 413)
     @blp.doc(operationId="updateApiKey")
@@ -123,7 +124,7 @@ class ApiKeyById(MethodView):
     @blp.response(200, ApiKeySchema)
     def patch(self, body, key_id):
         """Change a key's name, scopes, expiry or rate limit; the next request sees it"""
-        caller = principal()
+        caller = current_key()
         return service.update_key(
             caller.org_id,
             key_id,
@@ -142,7 +143,7 @@ class RollApiKey(MethodView):
     @blp.response(200, ApiKeyRolledSchema, headers=NO_STORE)
     def post(self, body, key_id):
         """Give a key a new secret; the old one works through the grace period, then never"""
-        caller = principal()
+        caller = current_key()
         rolled = service.roll_key(
             caller.org_id,
             key_id,

@@ -4,7 +4,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from apikeys import audit
-from apikeys.auth import principal
+from apikeys.auth import authenticate, current_key
 from apikeys.ratelimit import show_budget, spend_budget
 from apikeys.routes import Blueprint, protected
 from apikeys.scopes import READ_AUDIT_LOG
@@ -17,6 +17,7 @@ blp = Blueprint(
     url_prefix="/api/v1/org/audit-events",
     description="Your organization's audit log: every change to its keys.",
 )
+blp.before_request(authenticate)
 blp.before_request(spend_budget)
 blp.after_request(show_budget)
 blp.after_request(audit.prune_when_due)
@@ -31,5 +32,5 @@ class AuditEvents(MethodView):
     def get(self, args):
         """List your organization's audit events, newest first"""
         retention = current_app.config["AUDIT_RETENTION_DAYS"]
-        page, total = audit.events(principal().org_id, retention, args["limit"], args["after"])
+        page, total = audit.events(current_key().org_id, retention, args["limit"], args["after"])
         return page.listing(total)

@@ -22,10 +22,11 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from flask import Response, current_app, request
 
-from apikeys.auth import SECURITY, authenticated, authorize, header
+from apikeys.auth import SECURITY, authenticate, current_key, header
 from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
 from apikeys.ratelimit import show_budget, spend_budget_from_lease
@@ -41,7 +42,9 @@ blp = Blueprint(
     url_prefix="/api/v1/auth",
     description="Forward authentication for reverse proxies and backends.",
 )
-# A check spends its key's budget like any API request, from this worker's lease of it.
+# As for the API: the key is verified, then the check spends its key's budget (its
+# address's if it failed), from this worker's lease of it.
+blp.before_request(authenticate)
 blp.before_request(spend_budget_from_lease)
 blp.after_request(show_budget)
 
@@ -89,7 +92,7 @@ _ERROR_HEADERS = {
 }
 
 
-def refuse_repeated(environ: Mapping[str, object]) -> None:
+def refuse_repeated(environ: Mapping[str, Any]) -> None:
     """InvalidRequest if a header the check reads came more than once.
 
     Only servers that say which headers repeated (``apikeys.serving``) are covered; under
@@ -110,7 +113,7 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
     to check or only half a method/URI pair, InvalidScope for an unknown X-Required-Scope.
     Forbidden for a route the policy does not know.
     """
-    required = []
+    required: list[str] = []
     scope = header(environ, "X-Required-Scope", "").strip()
     if scope:
         required.extend(normalize([scope]))
@@ -155,9 +158,9 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
 def check():
     """May the presented key make the forwarded request? (Any method; see the headers)"""
     refuse_repeated(request.environ)
-    caller = authenticated()
-    for scope in required_scopes(request.environ, current_app.extensions["apikeys.policy"]):
-        authorize(scope, caller)
+    current_key()  # a missing or invalid key is a 401 before anything about the target
+    policy = current_app.extensions["apikeys.policy"]
+    caller = current_key(*required_scopes(request.environ, policy))
     body, headers = _answer(caller)
     return Response(body, headers=headers)
 
