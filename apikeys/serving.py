@@ -140,12 +140,14 @@ class Adapter:
         if isinstance(answer, OwnAnswer):
             request_id = logs.request_id_from(headers.get("x-request-id"))
             response_headers = [*response_headers, ("x-request-id", request_id)]
+            # Counted before it is sent, as the app's are: a scrape that follows an answer
+            # (on any worker) always counts it.
+            route = "/healthz" if answer is _HEALTH else metrics.UNROUTED
+            metrics.count_own_answer(scope.method, route, status, started)
         proto.response_bytes(status, response_headers, b"" if scope.method == "HEAD" else body)
         if isinstance(answer, OwnAnswer):
             client = self._client_address(scope, headers)
             logs.log_request(request_id, scope.method, scope.path, status, started, client)
-            route = "/healthz" if answer is _HEALTH else metrics.UNROUTED
-            metrics.count_own_answer(scope.method, route, status, started)
 
     async def _answer(
         self, scope: Any, proto: Any, headers: dict[str, str], repeated: frozenset[str], size: int

@@ -152,6 +152,9 @@ def production(
                 "HOST": "127.0.0.1",
                 "PORT": str(port),
                 "WEB_CONCURRENCY": str(workers),
+                # What the server makes for itself (its metrics directory) goes with the
+                # test's files, even when a server slow to stop is killed before it cleans up.
+                "TMPDIR": str(tmp_path),
                 **env,
             },
             stdin=subprocess.DEVNULL,

@@ -48,8 +48,6 @@ def env(tmp_path, redis_client, secret):
         "APIKEYS_BOOTSTRAP_KEY": secret,
         # The server's counters have no per-test prefix: keep clear of other users' budgets.
         "RATE_LIMIT_PER_KEY": "100000/minute",
-        # The temporary metrics directory goes here, where the test can see it.
-        "TMPDIR": str(tmp_path),
     }
 
 
