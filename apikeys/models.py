@@ -252,7 +252,7 @@ class ApiKey(BaseModel):
         hot path's one read, run from SQL rendered once."""
         opened = database.obj
         kind: type = type(opened)
-        row = opened.execute_sql(_lookup_sql(kind), (digest, digest)).fetchone()
+        row = opened.execute_sql(lookup_sql(kind), (digest, digest)).fetchone()
         if row is None:
             return None
         key_id, organization_id, key_hash, stored_scopes, expires_at, last_used_at = row[:6]
@@ -359,7 +359,7 @@ class ApiKey(BaseModel):
 
 
 @functools.cache
-def _lookup_sql(dialect: type) -> str:
+def lookup_sql(dialect: type) -> str:
     """``find_by_secret_hash``'s SQL, rendered once per kind of database rather than once
     per request: building a peewee query costs more than SQLite takes to answer it. It
     depends on nothing but the model's columns, so it never goes stale in a process."""

@@ -10,8 +10,7 @@ import time_machine
 from peewee import PostgresqlDatabase
 
 from apikeys import crypto, db, service, startup
-from apikeys.models import ApiKey
-from apikeys.verification import _lookup_sql
+from apikeys.models import ApiKey, lookup_sql
 from tests.conftest import bearer
 from tests.test_api_keys import LISTED_FIELDS, URL, error, one, revoke, rfc3339
 from tests.test_store import all_at_once, call
@@ -241,7 +240,7 @@ def test_the_lookup_uses_both_indexes_not_a_scan(app, org, make_key):
     with db.database.atomic():
         ApiKey.insert_many(rows).execute()
     opened = db.database.obj
-    sql = _lookup_sql(type(opened))
+    sql = lookup_sql(type(opened))
     if isinstance(opened, PostgresqlDatabase):
         opened.execute_sql("ANALYZE api_key")
         # The plan for these values, and the generic one a prepared statement may settle on.
