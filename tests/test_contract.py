@@ -140,7 +140,7 @@ def test_every_operation_answers_as_documented(api_schema, mode):
     assert not failures, "\n\n".join(failures)
 
 
-def test_links_create_get_use_revoke_and_get_again(api_schema):
+def test_links_create_get_use_revoke_and_get_again(api_schema, admin):
     """Scenarios along the document's links: among them, a key is created, presented to
     the check, revoked, and then not found."""
     history = Lifecycles()
@@ -148,6 +148,11 @@ def test_links_create_get_use_revoke_and_get_again(api_schema):
 
     class Scenarios(api_schema.as_state_machine()):
         def before_call(self, case):
+            # The scenarios learn ids from answers (the audit log names the admin key): one
+            # that rolled, revoked or narrowed the key every scenario acts with would leave
+            # the rest nothing but 401s. Its own key is spared: another key's id instead.
+            if (case.path_parameters or {}).get("key_id") == admin.id:
+                case.path_parameters["key_id"] = "key_notTheAdminKey000000"
             # The link asks the check about the new key's scope alone; the route headers
             # the fuzzer adds are fuzzed with the admin key in the test above.
             if "X-API-Key" in case.headers:
