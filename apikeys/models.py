@@ -321,12 +321,14 @@ class ApiKey(BaseModel):
         older previous secret stops at once: only the newest previous secret works."""
         secret = crypto.generate_secret()
         RetiredKeyHash.insert(key_hash=self.key_hash, api_key=self.id, retired_at=now).execute()
-        in_grace = grace > timedelta(0)
+        # No secret of the key outlives the key: a grace past its expiry ends with it.
+        until = now + grace if self.expires_at is None else min(now + grace, self.expires_at)
+        in_grace = until > now
         self.change(
             key_hash=crypto.hash_secret(secret),
             key_hint=crypto.hint(secret),
             previous_key_hash=self.key_hash if in_grace else None,
-            previous_key_expires_at=now + grace if in_grace else None,
+            previous_key_expires_at=until if in_grace else None,
         )
         return RolledKey(
             self.id,
@@ -337,7 +339,7 @@ class ApiKey(BaseModel):
             self.last_used_at,
             self.expires_at,
             self.rate_limit,
-            now + grace,
+            max(now, until),
             key=secret,
         )
 

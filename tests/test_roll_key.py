@@ -144,6 +144,15 @@ def test_the_longest_grace_is_seven_days(client, admin, make_key):
     assert rolled["previous_key_expires_at"] == rfc3339(NOW + timedelta(days=7))
 
 
+def test_a_grace_ends_with_the_key_when_the_key_expires_first(client, admin, make_key):
+    with time_machine.travel(NOW, tick=False):
+        target = make_key(expires_in_days=1)
+        rolled = roll(client, admin.key, target.id, {"grace_period_seconds": 604_800}).json
+    assert rolled["previous_key_expires_at"] == rolled["expires_at"]
+    assert rolled["expires_at"] == rfc3339(NOW + timedelta(days=1))
+    assert one(client, admin.key, target.id).json["previous_key_expires_at"] is not None
+
+
 def test_an_empty_object_is_no_grace(client, admin, make_key):
     target = make_key()
     assert roll(client, admin.key, target.id, {}).status_code == 200
