@@ -21,7 +21,7 @@ import re
 import secrets
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -41,8 +41,10 @@ MASK = "[redacted]"
 #: The request line's fields besides the method, path and status of its message.
 _CONTEXT = ("request_id", "duration_ms", "remote_addr", "key_id", "org_id")
 #: Every field a request line may carry besides logging's own, in the order written.
-_REQUEST_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "remote_addr")
-_REQUEST_FIELDS += ("pid", "key_id", "org_id")
+_REQUEST_FIELDS = (
+    *("request_id", "method", "path", "status", "duration_ms", "remote_addr"),
+    *("pid", "key_id", "org_id"),
+)
 
 
 class _UtcTime(logging.Formatter):
@@ -102,6 +104,17 @@ class _Text(_UtcTime, logging.Formatter):
 
 
 _FORMATTERS = {"json": _Json, "text": _Text}
+
+#: This process's id, for the request line: looked up again in a forked child only.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Stderr(logging.StreamHandler):
@@ -195,7 +208,7 @@ def log_request(
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "remote_addr": remote_addr,
         # Which worker answered: several serve one port.
-        "pid": os.getpid(),
+        "pid": _pid,
     }
     if key_id:
         fields["key_id"] = key_id
@@ -209,22 +222,26 @@ def log_request(
 
 
 def _begin() -> None:
-    g.request_started = time.perf_counter()
-    g.request_id = request_id_from(header(request.environ, REQUEST_ID_HEADER))
+    # Each use of a proxy (g, request) looks its object up anew: once per hook suffices.
+    context = g._get_current_object()
+    context.request_started = time.perf_counter()
+    context.request_id = request_id_from(header(request.environ, REQUEST_ID_HEADER))
 
 
 def _finish(response: Response) -> Response:
     """Send the request id back and write the request line, with the final status: this
     hook is the app's first, so it runs after every other after-request hook."""
-    response.headers[REQUEST_ID_HEADER] = g.request_id
-    principal = g.get("principal")
+    # The proxies' objects, looked up once (a proxy looks its object up on each use).
+    context, current = g._get_current_object(), cast(Any, request)._get_current_object()
+    response.headers[REQUEST_ID_HEADER] = context.request_id
+    principal = context.get("principal")
     log_request(
-        g.request_id,
-        request.method,
-        request.path,
+        context.request_id,
+        current.method,
+        current.path,
         response.status_code,
-        g.request_started,
-        request.remote_addr,
+        context.request_started,
+        current.remote_addr,
         principal.key_id if principal else None,
         principal.org_id if principal else None,
     )
