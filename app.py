@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flask_smorest
@@ -27,9 +28,19 @@ class Api(flask_smorest.Api):
         return http_errors.handle_http_exception(error)
 
 
+class Service(Flask):
+    """Flask, asking once per function rather than on every call whether it is async."""
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one app per process; its hooks live as long)
+    def ensure_sync(self, func: Callable) -> Callable:
+        # Flask calls this for every hook and view of every request; the answer depends on
+        # the function alone, which is never redefined once registered.
+        return super().ensure_sync(func)
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service: settings from the environment, overridden by ``config``."""
-    app = Flask(__name__)
+    app = Service(__name__)
     app.config.from_mapping(
         API_TITLE="Charge-point platform API keys",
         API_VERSION="1.0.0",

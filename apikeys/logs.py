@@ -14,12 +14,14 @@ for.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import secrets
 import sys
 import time
+from typing import Any, cast
 
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -38,6 +40,11 @@ _FOLDED_PREFIX = PREFIX.lower()
 MASK = "[redacted]"
 #: The request line's fields besides the method, path and status of its message.
 _CONTEXT = ("request_id", "duration_ms", "remote_addr", "key_id", "org_id")
+#: Every field a request line may carry besides logging's own, in the order written.
+_REQUEST_FIELDS = (
+    *("request_id", "method", "path", "status", "duration_ms", "remote_addr"),
+    *("pid", "key_id", "org_id"),
+)
 
 
 class _UtcTime(logging.Formatter):
@@ -46,6 +53,17 @@ class _UtcTime(logging.Formatter):
     converter = staticmethod(time.gmtime)
     default_time_format = "%Y-%m-%dT%H:%M:%S"
     default_msec_format = "%s.%03dZ"
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        return self.default_msec_format % (_second(int(record.created)), record.msecs)
+
+
+@functools.lru_cache(maxsize=2)
+def _second(second: int) -> str:
+    """A second's time, formatted once for all the lines written within it."""
+    return time.strftime(_UtcTime.default_time_format, time.gmtime(second))
 
 
 class _Json(_UtcTime, OrjsonFormatter):
@@ -56,6 +74,22 @@ class _Json(_UtcTime, OrjsonFormatter):
             ["asctime", "levelname", "name", "message"],
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        if record.name != log.name or message_dict:
+            super().add_fields(log_data, record, message_dict)
+            return
+        # A request line carries no extras but its own: they are taken by name, where
+        # python-json-logger would test every attribute of the record for one (a quarter
+        # of the line's cost).
+        context = record.__dict__
+        for field in self._required_fields:
+            log_data[self._get_rename(field)] = context.get(field)
+        for field in _REQUEST_FIELDS:
+            if field in context:
+                log_data[field] = context[field]
 
 
 class _Text(_UtcTime, logging.Formatter):
@@ -70,6 +104,17 @@ class _Text(_UtcTime, logging.Formatter):
 
 
 _FORMATTERS = {"json": _Json, "text": _Text}
+
+#: This process's id, for the request line: looked up again in a forked child only.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Stderr(logging.StreamHandler):
@@ -110,6 +155,9 @@ def configure(log_format: str, level: str) -> None:
     # may ask for more than this one writes.
     if root.getEffectiveLevel() > handler.level:
         root.setLevel(handler.level)
+    # No format shows a record's thread or process (the request line has its own pid):
+    # logging's documented switches spare every record looking them up.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 def masked(text: str) -> str:
@@ -160,7 +208,7 @@ def log_request(
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "remote_addr": remote_addr,
         # Which worker answered: several serve one port.
-        "pid": os.getpid(),
+        "pid": _pid,
     }
     if key_id:
         fields["key_id"] = key_id
@@ -174,22 +222,26 @@ def log_request(
 
 
 def _begin() -> None:
-    g.request_started = time.perf_counter()
-    g.request_id = request_id_from(header(request.environ, REQUEST_ID_HEADER))
+    # Each use of a proxy (g, request) looks its object up anew: once per hook suffices.
+    context = g._get_current_object()
+    context.request_started = time.perf_counter()
+    context.request_id = request_id_from(header(request.environ, REQUEST_ID_HEADER))
 
 
 def _finish(response: Response) -> Response:
     """Send the request id back and write the request line, with the final status: this
     hook is the app's first, so it runs after every other after-request hook."""
-    response.headers[REQUEST_ID_HEADER] = g.request_id
-    principal = g.get("principal")
+    # The proxies' objects, looked up once (a proxy looks its object up on each use).
+    context, current = g._get_current_object(), cast(Any, request)._get_current_object()
+    response.headers[REQUEST_ID_HEADER] = context.request_id
+    principal = context.get("principal")
     log_request(
-        g.request_id,
-        request.method,
-        request.path,
+        context.request_id,
+        current.method,
+        current.path,
         response.status_code,
-        g.request_started,
-        request.remote_addr,
+        context.request_started,
+        current.remote_addr,
         principal.key_id if principal else None,
         principal.org_id if principal else None,
     )

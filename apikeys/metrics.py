@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, g, request
 
@@ -177,11 +177,12 @@ def _own(method: str, route: str, status: int) -> tuple[Any, Any]:
 def _count_response(response: Response) -> Response:
     """Count the app's answer to this request; an after_request hook, registered after
     logs' so that it runs before it, with the status that leaves."""
-    environ = request.environ
-    if ABANDONED not in environ:
-        method = request.method
+    # Once: the proxy looks its object up again on each use.
+    current = cast(Any, request)._get_current_object()
+    if ABANDONED not in current.environ:
+        method = current.method
         counted, duration, outcome = _instruments().children(
-            method if method in METHODS else OTHER_METHOD, request.url_rule, response.status_code
+            method if method in METHODS else OTHER_METHOD, current.url_rule, response.status_code
         )
         counted.inc()
         # When logs began the request: its first hook.

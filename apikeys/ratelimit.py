@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
@@ -98,7 +98,7 @@ def storage_state(app: Flask) -> str:
 
 
 def _spend(lease: bool) -> None:
-    app = current_app
+    app: Flask = cast(Any, current_app)._get_current_object()  # once, not on each use
     budgets: LeasedLimiter | None = app.extensions["apikeys.budgets"]
     if budgets is None:
         return

@@ -157,10 +157,11 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
 )
 def check():
     """May the presented key make the forwarded request? (Any method; see the headers)"""
-    refuse_repeated(request.environ)
+    environ = request.environ
+    refuse_repeated(environ)
     current_key()  # a missing or invalid key is a 401 before anything about the target
     policy = current_app.extensions["apikeys.policy"]
-    caller = current_key(*required_scopes(request.environ, policy))
+    caller = current_key(*required_scopes(environ, policy))
     body, headers = _answer(caller)
     return Response(body, headers=headers)
 
