@@ -117,6 +117,20 @@ def settings(database_url, redis_client, redis_prefix):
     }
 
 
+@pytest.fixture
+def cli(app):
+    """``flask --app app ...`` in this process, on the test's app and database."""
+    runner = app.test_cli_runner()
+
+    def invoke(*args: str):
+        result = runner.invoke(args=list(args))
+        # Only click's own exit: an uncaught exception would be a traceback for the operator.
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+        return result
+
+    return invoke
+
+
 def prepared(app: Flask) -> Flask:
     """``app`` on a prepared database (migrated, bootstrap key seeded): create_app never
     touches the database; serve.py and the CLI prepare it at start."""

@@ -26,7 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,21 @@ class Server:
             if len(served) == len(wanted) or time.monotonic() > deadline:
                 return served
             time.sleep(0.05)
+
+    def until_every_worker(
+        self, send_one: Callable[[], Reply], workers: int = 2, batch: int = 8, most: int = 400
+    ) -> tuple[list[Reply], set[int]]:
+        """Requests (``send_one()``, each on a fresh connection) in concurrent batches until
+        ``workers`` workers have answered, or ``most`` requests; the replies and the pids
+        of the workers that served them."""
+        replies: list[Reply] = []
+        served: set[int] = set()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            while len(served) < workers and len(replies) < most:
+                sent = list(pool.map(lambda _: send_one(), range(batch)))
+                replies += sent
+                served |= set(self.workers_of(sent).values())
+        return replies, served
 
     def log(self) -> str:
         return self.error_log.read_text()

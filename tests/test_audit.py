@@ -54,17 +54,6 @@ def create(client, secret: str, name: str, **headers):
     return client.post(KEYS, headers={**bearer(secret), **headers}, json=body)
 
 
-@pytest.fixture
-def cli(app):
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str):
-        result = runner.invoke(args=list(args))
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
-        return result
-
-    return invoke
-
 
 # --- what an event says -------------------------------------------------------------------
 

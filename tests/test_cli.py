@@ -58,19 +58,6 @@ def assert_clean_failure(result, message: str) -> None:
     assert result.stdout == ""
 
 
-@pytest.fixture
-def cli(app):
-    """``flask --app app ...`` in this process, on the test's app and database."""
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str):
-        result = runner.invoke(args=list(args))
-        # Only click's own exit: an uncaught exception would be a traceback for the operator.
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
-        return result
-
-    return invoke
-
 
 def test_the_operator_workflow_in_real_processes(tmp_path):
     url = f"sqlite:///{tmp_path / 'ops.db'}"

@@ -4,7 +4,6 @@ every worker sees the change, since every check reads the database."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -41,17 +40,9 @@ def server(tmp_path, database_url, redis_client, admin_secret):
 def on_every_worker(server: Server, secret: str, scope: str) -> list[Reply]:
     """Checks over fresh connections until every worker has answered at least one."""
     headers = {**bearer(secret), "X-Required-Scope": scope}
-    replies: list[Reply] = []
-    workers: set[int] = set()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        while len(workers) < WORKERS and len(replies) < MAX_REQUESTS:
-            batch = list(
-                pool.map(
-                    lambda _: server.request("GET", "/api/v1/auth/check", headers), range(ROUND)
-                )
-            )
-            replies += batch
-            workers |= set(server.workers_of(batch).values())
+    replies, workers = server.until_every_worker(
+        lambda: server.request("GET", "/api/v1/auth/check", headers), WORKERS, ROUND, MAX_REQUESTS
+    )
     assert len(workers) == WORKERS, f"only workers {workers} answered: {server.log()}"
     return replies
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,13 +52,7 @@ def env(tmp_path, redis_client, secret):
 
 def on_every_worker(server: Server, send_one) -> list[Reply]:
     """Requests (``send_one()``) over fresh connections until every worker has answered."""
-    replies: list[Reply] = []
-    workers: set[int] = set()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        while len(workers) < WORKERS and len(replies) < MAX_REQUESTS:
-            batch = list(pool.map(lambda _: send_one(), range(ROUND)))
-            replies += batch
-            workers |= set(server.workers_of(batch).values())
+    replies, workers = server.until_every_worker(send_one, WORKERS, ROUND, MAX_REQUESTS)
     assert len(workers) == WORKERS, server.log()
     return replies
 

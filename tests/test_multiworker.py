@@ -4,7 +4,6 @@ at once."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -40,18 +39,9 @@ def server(tmp_path, redis_client, admin_secret):
 def checks_on_every_worker(server: Server, secret: str) -> tuple[list[Reply], set[int]]:
     """Checks over fresh connections until every worker has answered at least one."""
     headers = {**bearer(secret), "X-Required-Scope": "read:billing"}
-    replies: list[Reply] = []
-    workers: set[int] = set()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        while len(workers) < WORKERS and len(replies) < MAX_REQUESTS:
-            batch = list(
-                pool.map(
-                    lambda _: server.request("GET", "/api/v1/auth/check", headers), range(ROUND)
-                )
-            )
-            replies += batch
-            workers |= set(server.workers_of(batch).values())
-    return replies, workers
+    return server.until_every_worker(
+        lambda: server.request("GET", "/api/v1/auth/check", headers), WORKERS, ROUND, MAX_REQUESTS
+    )
 
 
 def test_revocation_is_seen_by_the_next_check_on_every_worker(server, admin_secret):

@@ -19,18 +19,6 @@ pytestmark = pytest.mark.both_databases
 DEFAULT = {"max_expires_in_days": None, "require_expiry": False}
 
 
-@pytest.fixture
-def cli(app):
-    """``flask --app app ...`` in this process, on the test's app and database."""
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str):
-        result = runner.invoke(args=list(args))
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
-        return result
-
-    return invoke
-
 
 def policy(cli, *args: str) -> dict:
     result = cli("orgs", "policy", *args)
