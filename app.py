@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,10 +32,17 @@ class Api(flask_smorest.Api):
 class Service(Flask):
     """Flask, asking once per function rather than on every call whether it is async."""
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019 (one app per process; its hooks live as long)
     def ensure_sync(self, func: Callable) -> Callable:
-        # Flask calls this for every hook and view of every request; the answer depends on
-        # the function alone, which is never redefined once registered.
+        # Flask calls this for every hook and view of every request. A class-based view's
+        # dispatch is a new bound method each time, which no cache would ever hit again:
+        # only plain functions (the hooks, the check) are remembered.
+        if inspect.ismethod(func):
+            return super().ensure_sync(func)
+        return self._ensure_sync_once(func)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one app per process; its hooks live as long)
+    def _ensure_sync_once(self, func: Callable) -> Callable:
+        # The answer depends on the function alone, never redefined once registered.
         return super().ensure_sync(func)
 
 
