@@ -34,6 +34,8 @@ from typing import Any, cast
 
 from flask import Flask, Response, g, request
 
+from apikeys.process import process_id
+
 #: The variable that puts prometheus_client in multiprocess mode: its files' directory.
 DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -62,9 +64,13 @@ class _Instruments:
     """The service's metrics in this process."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Histogram, values
 
         self.multiprocess = DIRECTORY in os.environ
+        if self.multiprocess:
+            # Each write checks that the process is still the one whose file it writes to;
+            # asked of os.getpid(), that is a system call per value, four per request.
+            values.ValueClass = values.MultiProcessValue(process_identifier=process_id)
         self.requests = Counter(
             "apikeys_http_requests",
             "HTTP requests answered, by method, route (the URL rule) and status.",
