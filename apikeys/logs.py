@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
+import random
 import re
-import secrets
 import sys
 import time
 from typing import Any, cast
 
+import orjson
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from apikeys.auth import header
 from apikeys.crypto import PREFIX
+from apikeys.process import process_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -75,21 +76,28 @@ class _Json(_UtcTime, OrjsonFormatter):
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
 
-    def add_fields(
-        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
-    ) -> None:
-        if record.name != log.name or message_dict:
-            super().add_fields(log_data, record, message_dict)
-            return
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name != log.name or record.exc_info or record.stack_info:
+            return super().format(record)
         # A request line carries no extras but its own: they are taken by name, where
-        # python-json-logger would test every attribute of the record for one (a quarter
-        # of the line's cost).
+        # python-json-logger would test every attribute of the record for one.
         context = record.__dict__
-        for field in self._required_fields:
-            log_data[self._get_rename(field)] = context.get(field)
-        for field in _REQUEST_FIELDS:
-            if field in context:
-                log_data[field] = context[field]
+        fields = {field: context[field] for field in _REQUEST_FIELDS if field in context}
+        return request_line_json(record.created, record.getMessage(), fields)
+
+
+def request_line_json(created: float, message: str, fields: dict[str, Any]) -> str:
+    """A request line in JSON, written at ``created`` (``time.time()``): logging's fields
+    (as ``_Json`` names them), then the request's, in the order given."""
+    msecs = int((created - int(created)) * 1000)
+    line = {
+        "time": _UtcTime.default_msec_format % (_second(int(created)), msecs),
+        "level": "INFO",
+        "logger": log.name,
+        "message": message,
+    }
+    line.update(fields)
+    return orjson.dumps(line).decode()
 
 
 class _Text(_UtcTime, logging.Formatter):
@@ -105,17 +113,6 @@ class _Text(_UtcTime, logging.Formatter):
 
 _FORMATTERS = {"json": _Json, "text": _Text}
 
-#: This process's id, for the request line: looked up again in a forked child only.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
 
 class _Stderr(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is when a line is written, not as it was when the
@@ -130,6 +127,28 @@ class _Stderr(logging.StreamHandler):
 
     def format(self, record: logging.LogRecord) -> str:
         return masked(super().format(record))
+
+    def writes_json_from(self, level: int) -> bool:
+        """Whether a line of ``level`` would be written, in JSON, through no filter but the
+        request id's (which a request line does not need)."""
+        return (
+            isinstance(self.formatter, _Json)
+            and self.level <= level
+            and self.filters == [_with_request_id]
+        )
+
+    def write_request_line(self, message: str, fields: dict[str, Any]) -> bool:
+        """Write a request line as the JSON formatter would, without a record; False if it
+        could not be written (the logging module then tries, and reports the failure)."""
+        line = masked(request_line_json(time.time(), message, fields))
+        try:
+            with self.lock:  # type: ignore[union-attr]  # a Handler always has one
+                stream = self.stream
+                stream.write(line + self.terminator)
+                stream.flush()
+        except Exception:
+            return False
+        return True
 
 
 def _with_request_id(record: logging.LogRecord) -> bool:
@@ -183,7 +202,9 @@ def request_id_from(presented: str | None) -> str:
         and _FOLDED_PREFIX not in presented.lower()
     ):
         return presented
-    return secrets.token_hex(16)
+    # Unique, not secret: Python's generator (reseeded in a forked child) rather than the
+    # system's, whose read is a system call on every request.
+    return f"{random.getrandbits(128):032x}"
 
 
 def log_request(
@@ -208,17 +229,39 @@ def log_request(
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "remote_addr": remote_addr,
         # Which worker answered: several serve one port.
-        "pid": _pid,
+        "pid": process_id(),
     }
     if key_id:
         fields["key_id"] = key_id
         fields["org_id"] = org_id
+    handler = request_line_handler()
+    if handler is not None and handler.write_request_line(f"{method} {path} {status}", fields):
+        return
     # Made and handled directly: Logger.info would walk the stack for a source line
     # that the request line does not show, a sixth of the line's cost.
     record = log.makeRecord(
         log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None, extra=fields
     )
     log.handle(record)
+
+
+def request_line_handler() -> _Stderr | None:
+    """The service's handler, when a request line would reach it alone, unfiltered and in
+    JSON, so that the line can be written to it straight (half the line's cost, without
+    the logging module's dispatch and a record); None otherwise. With any other handler
+    on the way (an operator's, a test's capture), every request line takes the logging
+    module's usual path, and that handler sees it."""
+    found: list[logging.Handler] = []
+    logger: logging.Logger | None = log
+    while logger is not None:
+        found.extend(logger.handlers)
+        logger = logger.parent if logger.propagate else None
+    if len(found) != 1 or log.filters or log.disabled:
+        return None
+    handler = found[0]
+    if not isinstance(handler, _Stderr) or not handler.writes_json_from(logging.INFO):
+        return None
+    return handler
 
 
 def _begin() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -144,6 +146,54 @@ def test_a_request_line_has_every_field(client, admin, lines):
     }
     assert anonymous["status"] == 401 and anonymous["path"] == CHECK
     assert "key_id" not in anonymous and "org_id" not in anonymous
+
+
+@contextlib.contextmanager
+def served_alone(*others: logging.Handler) -> Iterator[None]:
+    """The root logger with the service's handler alone (and ``others``), as under
+    serve.py: pytest's own handlers, added for each test's call, take request lines
+    through the logging module."""
+    root = logging.getLogger()
+    kept = root.handlers
+    root.handlers = [*(h for h in kept if isinstance(h, logs._Stderr)), *others]
+    try:
+        yield
+    finally:
+        root.handlers = kept
+
+
+def test_a_request_line_is_the_same_written_straight_or_through_logging(client, admin, lines):
+    headers = {**TARGET, **bearer(admin.key), "X-Request-ID": "same-1"}
+    with served_alone():
+        assert logs.request_line_handler() is not None
+        client.get(CHECK, headers=headers)
+    with served_alone(logging.NullHandler()):
+        assert logs.request_line_handler() is None
+        client.get(CHECK, headers=headers)
+    straight, through = request_lines(lines())
+    for line in (straight, through):
+        assert RFC3339_UTC.fullmatch(line.pop("time"))
+        assert line.pop("duration_ms") >= 0
+    assert straight == through and list(straight) == list(through)
+    assert straight["key_id"] == admin.id
+
+
+def test_an_operators_handler_sees_every_request_line(client, lines):
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    requests = logging.getLogger("apikeys.request")
+    requests.addHandler(collect := Collect())
+    try:
+        with served_alone():
+            client.get("/healthz")
+    finally:
+        requests.removeHandler(collect)
+    assert seen == ["GET /healthz 200"]
+    assert [line["message"] for line in request_lines(lines())] == ["GET /healthz 200"]
 
 
 def test_remote_addr_is_the_client_behind_a_trusted_proxy(settings, lines):
