@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flask_smorest
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import audit, db, http_errors, logs, metrics, policy, ratelimit, startup
@@ -29,21 +29,36 @@ class Api(flask_smorest.Api):
         return http_errors.handle_http_exception(error)
 
 
+class _NoSessions(SecureCookieSessionInterface):
+    """The service keeps no sessions (every request presents its key): one empty session,
+    which refuses any change, serves every request rather than a new one each."""
+
+    _none = NullSession()
+
+    def open_session(self, app: Flask, request: Request) -> NullSession:
+        return self._none
+
+
 class Service(Flask):
-    """Flask, asking once per function rather than on every call whether it is async."""
+    """Flask, asking once per function rather than on every call whether it is async,
+    and with no sessions."""
+
+    session_interface = _NoSessions()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable, Callable] = {}
 
     def ensure_sync(self, func: Callable) -> Callable:
-        # Flask calls this for every hook and view of every request. A class-based view's
-        # dispatch is a new bound method each time, which no cache would ever hit again:
-        # only plain functions (the hooks, the check) are remembered.
-        if inspect.ismethod(func):
-            return super().ensure_sync(func)
-        return self._ensure_sync_once(func)
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 (one app per process; its hooks live as long)
-    def _ensure_sync_once(self, func: Callable) -> Callable:
-        # The answer depends on the function alone, never redefined once registered.
-        return super().ensure_sync(func)
+        # Flask calls this for every hook and view of every request; the answer depends on
+        # the function alone. A class-based view's dispatch is a new bound method each
+        # time, which no cache would hit again: only plain functions are remembered.
+        found = self._sync.get(func)
+        if found is None:
+            found = super().ensure_sync(func)
+            if not inspect.ismethod(func):
+                self._sync[func] = found
+        return found
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
