@@ -34,7 +34,12 @@ def header(environ: Mapping[str, str], name: str, default: str | None = None) ->
     werkzeug's ``request.headers`` raises and catches a KeyError for every header a
     request lacks; the hot path asks for several that most requests lack.
     """
-    return environ.get("HTTP_" + name.upper().replace("-", "_"), default)
+    return environ.get(_environ_key(name), default)
+
+
+@functools.cache
+def _environ_key(name: str) -> str:
+    return "HTTP_" + name.upper().replace("-", "_")
 
 
 def presented_secret(environ: Mapping[str, str]) -> str | None:

@@ -99,10 +99,11 @@ def refuse_repeated(environ: Mapping[str, Any]) -> None:
     others, the joined value is read as one and fails as an unknown scope, key or method,
     or as a URI with a comma.
     """
-    repeated = environ.get(REPEATED_HEADERS, frozenset())
-    for name in CHECKED_HEADERS:
-        if name.lower() in repeated:
-            raise InvalidRequest(f"{name} is sent more than once; send it once")
+    repeated = environ.get(REPEATED_HEADERS)
+    if repeated:
+        for name in CHECKED_HEADERS:
+            if name.lower() in repeated:
+                raise InvalidRequest(f"{name} is sent more than once; send it once")
 
 
 def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
