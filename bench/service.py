@@ -2,8 +2,7 @@
 
 The prefix keeps the benchmark's counters apart from anyone else's on a shared Redis, and
 lets the driver delete exactly its own keys afterwards. ``BENCH_CONFIG`` (JSON) may add
-settings, to compare them (``bench/compare.py``); in it, ``"BENCH_HEADERS": false`` turns
-the rate-limit headers off, only to measure what they cost (the contract requires them).
+settings, to compare them (``bench/compare.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +17,4 @@ from app import create_app as create_service
 
 def create_app() -> Flask:
     overrides = json.loads(os.environ.get("BENCH_CONFIG") or "{}")
-    headers = overrides.pop("BENCH_HEADERS", True)
-    app = create_service({"RATELIMIT_KEY_PREFIX": os.environ["BENCH_REDIS_PREFIX"], **overrides})
-    if not headers:
-        for limiter in app.extensions["limiter"]:
-            limiter._headers_enabled = False
-    return app
+    return create_service({"RATELIMIT_KEY_PREFIX": os.environ["BENCH_REDIS_PREFIX"], **overrides})
