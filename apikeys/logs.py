@@ -114,9 +114,10 @@ class _Text(_UtcTime, logging.Formatter):
 _FORMATTERS = {"json": _Json, "text": _Text}
 
 
-class _Stderr(logging.StreamHandler):
-    """Writes to ``sys.stderr`` as it is when a line is written, not as it was when the
-    handler was made: tests swap it, and so may a server."""
+class StderrHandler(logging.StreamHandler):
+    """The service's one handler (``configure``): writes to ``sys.stderr`` as it is when a
+    line is written, not as it was when the handler was made: tests swap it, and so may a
+    server."""
 
     def __init__(self) -> None:
         logging.Handler.__init__(self)
@@ -163,9 +164,9 @@ def configure(log_format: str, level: str) -> None:
     stderr in ``log_format``, from ``level`` up. Idempotent: one handler per process,
     whose format and level a later call replaces."""
     root = logging.getLogger()
-    handler = next((h for h in root.handlers if isinstance(h, _Stderr)), None)
+    handler = next((h for h in root.handlers if isinstance(h, StderrHandler)), None)
     if handler is None:
-        handler = _Stderr()
+        handler = StderrHandler()
         handler.addFilter(_with_request_id)
         root.addHandler(handler)
     handler.setFormatter(_FORMATTERS[log_format.lower()]())
@@ -245,7 +246,7 @@ def log_request(
     log.handle(record)
 
 
-def request_line_handler() -> _Stderr | None:
+def request_line_handler() -> StderrHandler | None:
     """The service's handler, when a request line would reach it alone, unfiltered and in
     JSON, so that the line can be written to it straight (half the line's cost, without
     the logging module's dispatch and a record); None otherwise. With any other handler
@@ -259,7 +260,7 @@ def request_line_handler() -> _Stderr | None:
     if len(found) != 1 or log.filters or log.disabled:
         return None
     handler = found[0]
-    if not isinstance(handler, _Stderr) or not handler.writes_json_from(logging.INFO):
+    if not isinstance(handler, StderrHandler) or not handler.writes_json_from(logging.INFO):
         return None
     return handler
 

@@ -155,7 +155,7 @@ def served_alone(*others: logging.Handler) -> Iterator[None]:
     through the logging module."""
     root = logging.getLogger()
     kept = root.handlers
-    root.handlers = [*(h for h in kept if isinstance(h, logs._Stderr)), *others]
+    root.handlers = [*(h for h in kept if isinstance(h, logs.StderrHandler)), *others]
     try:
         yield
     finally:
@@ -259,7 +259,7 @@ def test_create_app_twice_still_writes_each_line_once(settings, lines):
     lines()
     app.test_client().get("/healthz")
     assert len(lines()) == 1
-    ours = [h for h in logging.getLogger().handlers if isinstance(h, logs._Stderr)]
+    ours = [h for h in logging.getLogger().handlers if isinstance(h, logs.StderrHandler)]
     assert len(ours) == 1
 
 
