@@ -77,7 +77,8 @@ class _Json(_UtcTime, OrjsonFormatter):
         )
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name != log.name or record.exc_info or record.stack_info:
+        plain = record.levelno == logging.INFO and not (record.exc_info or record.stack_info)
+        if record.name != log.name or not plain:
             return super().format(record)
         # A request line carries no extras but its own: they are taken by name, where
         # python-json-logger would test every attribute of the record for one.

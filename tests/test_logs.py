@@ -178,6 +178,14 @@ def test_a_request_line_is_the_same_written_straight_or_through_logging(client, 
     assert straight["key_id"] == admin.id
 
 
+def test_another_line_on_the_request_logger_keeps_its_own_level(settings, lines):
+    create_app(settings)
+    lines()
+    logging.getLogger("apikeys.request").warning("not a request line: %s", "odd")
+    (line,) = lines()
+    assert (line["level"], line["message"]) == ("WARNING", "not a request line: odd")
+
+
 def test_an_operators_handler_sees_every_request_line(client, lines):
     seen: list[str] = []
 
