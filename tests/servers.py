@@ -88,6 +88,11 @@ def send(
         connection.close()
 
 
+#: Rate limits no test of a server reaches: the server's counters have no per-test prefix,
+#: so a test keeps clear of other users' budgets on the shared Redis.
+ROOMY_LIMITS = {"RATE_LIMIT_PER_KEY": "100000/minute", "RATE_LIMIT_FAILED_AUTH": "100000/minute"}
+
+
 @dataclass
 class Server:
     port: int
@@ -148,6 +153,16 @@ class Server:
 
     def log(self) -> str:
         return self.error_log.read_text()
+
+    def worker_pids(self) -> set[int]:
+        """The pids of the server's worker processes (its main process's children)."""
+        listed = subprocess.run(
+            ["ps", "--ppid", str(self.process.pid), "-o", "pid="],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return {int(pid) for pid in listed.stdout.split()}
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import pytest
 
 from apikeys import crypto
 from tests.conftest import REDIS_URL, bearer
-from tests.servers import Reply, Server, production
+from tests.servers import ROOMY_LIMITS, Reply, Server, production
 
 pytestmark = pytest.mark.both_databases
 
@@ -29,9 +29,7 @@ def server(tmp_path, database_url, redis_client, admin_secret):
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "APIKEYS_BOOTSTRAP_KEY": admin_secret,
-        # The server's counters have no per-test prefix: keep clear of other users' budgets.
-        "RATE_LIMIT_PER_KEY": "100000/minute",
-        "RATE_LIMIT_FAILED_AUTH": "100000/minute",
+        **ROOMY_LIMITS,
     }
     with production(tmp_path, env, workers=WORKERS) as server:
         yield server

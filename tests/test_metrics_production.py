@@ -90,16 +90,6 @@ def check_requests(samples: Samples) -> float:
     return value(samples, "apikeys_http_requests_total", method="GET", route=CHECK, status="200")
 
 
-def workers_of(server: Server) -> set[int]:
-    listed = subprocess.run(
-        ["ps", "--ppid", str(server.process.pid), "-o", "pid="],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return {int(pid) for pid in listed.stdout.split()}
-
-
 def test_every_scrape_shows_the_sum_over_both_workers(tmp_path, env, secret):
     headers = {**bearer(secret), "X-Required-Scope": "read:billing"}
     with production(tmp_path, env, workers=WORKERS) as server:
@@ -163,11 +153,11 @@ def test_a_killed_and_respawned_worker_takes_nothing_from_the_counts(tmp_path, e
         checks = on_every_worker(server, lambda: server.request("GET", CHECK, headers))
         before = scrapes_of_every_worker(server)[-1]
         assert allowed(before) == len(checks)
-        workers = workers_of(server)
+        workers = server.worker_pids()
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + START_TIMEOUT
-        while len(workers_of(server) - {victim}) < WORKERS:
+        while len(server.worker_pids() - {victim}) < WORKERS:
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
         assert "Respawning worker" in server.log()

@@ -9,7 +9,7 @@ import pytest
 
 from apikeys import crypto
 from tests.conftest import REDIS_URL, bearer
-from tests.servers import Reply, Server, StartFailed, production
+from tests.servers import ROOMY_LIMITS, Reply, Server, StartFailed, production
 
 WORKERS = 2
 # Requests come in rounds of parallel fresh connections until every worker has served
@@ -28,9 +28,7 @@ def server(tmp_path, redis_client, admin_secret):
         "DATABASE_URL": f"sqlite:///{tmp_path / 'apikeys.db'}",
         "REDIS_URL": REDIS_URL,
         "APIKEYS_BOOTSTRAP_KEY": admin_secret,
-        # The server's counters have no per-test prefix: keep clear of other users' budgets.
-        "RATE_LIMIT_PER_KEY": "100000/minute",
-        "RATE_LIMIT_FAILED_AUTH": "100000/minute",
+        **ROOMY_LIMITS,
     }
     with production(tmp_path, env, workers=WORKERS) as server:
         yield server

@@ -20,7 +20,7 @@ import pytest
 
 from apikeys import crypto
 from tests.conftest import POSTGRES_DSN, bearer
-from tests.servers import Reply, Server, production, redis_server
+from tests.servers import ROOMY_LIMITS, Reply, Server, production, redis_server
 
 CHECK = "/api/v1/auth/check"
 KEYS = "/api/v1/org/api-keys"
@@ -54,8 +54,7 @@ def start_pair(tmp_path_factory, redis_url) -> Iterator[Callable]:
             shared = {
                 "DATABASE_URL": f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}",
                 "REDIS_URL": redis_url,
-                "RATE_LIMIT_PER_KEY": "100000/minute",
-                "RATE_LIMIT_FAILED_AUTH": "100000/minute",
+                **ROOMY_LIMITS,
                 **env,
             }
             tmp_path = tmp_path_factory.mktemp("pair")

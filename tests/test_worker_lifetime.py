@@ -8,7 +8,6 @@ worker down when such a thread ends.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,16 +20,6 @@ IDLE_SECONDS = 32
 CYCLES = 3
 API = "/api/v1/org/api-keys"
 CHECK = "/api/v1/auth/check"
-
-
-def _workers(server: Server) -> set[int]:
-    listed = subprocess.run(
-        ["ps", "--ppid", str(server.process.pid), "-o", "pid="],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return {int(pid) for pid in listed.stdout.split()}
 
 
 def _burst(server: Server, secret: str, cycle: int) -> list[int]:
@@ -58,13 +47,13 @@ def test_sqlite_workers_survive_idle_periods_longer_than_the_thread_idle_timeout
         "LAST_USED_INTERVAL_SECONDS": "0",
     }
     with production(tmp_path, env, workers=2) as server:
-        workers = _workers(server)
+        workers = server.worker_pids()
         assert len(workers) == 2
         for cycle in range(CYCLES):
             statuses = _burst(server, secret, cycle)
             assert set(statuses) <= {200, 201}, statuses
             time.sleep(IDLE_SECONDS)
-            assert _workers(server) == workers, server.log()
+            assert server.worker_pids() == workers, server.log()
         assert set(_burst(server, secret, CYCLES)) <= {200, 201}
         assert "Unexpected exit from worker" not in server.log()
-        assert _workers(server) == workers
+        assert server.worker_pids() == workers
