@@ -46,6 +46,8 @@ def placements(secret: str, admin: str) -> list[tuple[str, str, dict[str, str], 
         ("GET", f"{KEYS}/{secret}", as_admin, b""),
         ("DELETE", f"{KEYS}/{secret}", as_admin, b""),
         ("GET", f"/{secret}", {}, b""),
+        # A line break in the path must not start a line of the client's in the log.
+        ("GET", f"/%0a%7b%22level%22:%22ERROR%22%7d/{secret}", {}, b""),
         ("GET", f"{CHECK}/{secret}?{secret}", {}, b""),
         (
             "GET",
@@ -123,8 +125,10 @@ def test_no_key_reaches_the_log_and_every_line_is_json(tmp_path):
     # granian's own lines (serve.py's, about the server) are its format, not the service's.
     ours = [line for line in lines if not line.startswith("[")]
     parsed = [json.loads(line) for line in ours]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in parsed)
+    assert any("\n" in line["path"] for line in parsed if line["logger"] == "apikeys.request")
     requests = [line for line in parsed if line.get("logger") == "apikeys.request"]
-    assert len(requests) >= 7 * 13
+    assert len(requests) >= 7 * 14
     for line in requests:
         assert REQUIRED <= set(line), line
         assert "?" not in line["path"]
