@@ -13,8 +13,8 @@ PREFIX = "evk_"
 _ALPHABET = string.digits + string.ascii_letters
 _ALPHABET_SET = frozenset(_ALPHABET)
 _BODY_LENGTH = 32  # 32 base62 characters carry about 190 random bits.
-_CHECKSUM_LENGTH = 6  # a CRC32 in base62 fits in 6 characters.
-SECRET_LENGTH = len(PREFIX) + _BODY_LENGTH + _CHECKSUM_LENGTH
+CHECKSUM_LENGTH = 6  # a CRC32 in base62 fits in 6 characters.
+SECRET_LENGTH = len(PREFIX) + _BODY_LENGTH + CHECKSUM_LENGTH
 
 
 def _base62(number: int, width: int) -> str:
@@ -26,7 +26,7 @@ def _base62(number: int, width: int) -> str:
 
 
 def _checksum(body: str) -> str:
-    return _base62(zlib.crc32((PREFIX + body).encode()), _CHECKSUM_LENGTH)
+    return _base62(zlib.crc32((PREFIX + body).encode()), CHECKSUM_LENGTH)
 
 
 def generate_secret() -> str:
@@ -42,8 +42,8 @@ def is_well_formed(secret: str) -> bool:
     # Checksum characters too: compare_digest raises on non-ASCII strings.
     if not _ALPHABET_SET.issuperset(secret[len(PREFIX) :]):
         return False
-    body = secret[len(PREFIX) : -_CHECKSUM_LENGTH]
-    return hmac.compare_digest(secret[-_CHECKSUM_LENGTH:], _checksum(body))
+    body = secret[len(PREFIX) : -CHECKSUM_LENGTH]
+    return hmac.compare_digest(secret[-CHECKSUM_LENGTH:], _checksum(body))
 
 
 def hash_secret(secret: str) -> str:

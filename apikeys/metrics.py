@@ -15,8 +15,8 @@ is imported only where the metrics are first built, in the process that counts.
 
 Label values are bounded whatever a client sends: a route is the URL rule that matched
 (``/api/v1/org/api-keys/<key_id>``), never the path; a method outside ``METHODS`` is
-``other``. The children each request increments are looked up once per (method, route,
-status) and kept.
+``other``. The children each request increments are looked up once per label set and
+kept (``children``).
 """
 
 from __future__ import annotations
@@ -118,24 +118,24 @@ class _Instruments:
             self.fallbacks,
             self.last_used_writes,
         )
-        self._children: dict[tuple[str, str | None, int], tuple[Any, Any, Any]] = {}
 
-    def children(self, method: str, rule: Any, status: int) -> tuple[Any, Any, Any]:
-        """The request counter's, the duration's and (for the check) the outcome's child
-        for one answer; ``method`` is one of METHODS or OTHER_METHOD."""
-        key = (method, rule.rule if rule is not None else None, status)
-        found = self._children.get(key)
-        if found is None:
-            route = UNMATCHED if rule is None else rule.rule
-            outcome = None
-            if rule is not None and rule.endpoint == CHECK_ENDPOINT:
-                outcome = self.outcomes[_outcome(status)]
-            found = self._children[key] = (
-                self.requests.labels(method, route, str(status)),
-                self.duration.labels(route),
-                outcome,
-            )
-        return found
+
+@functools.cache
+def children(method: str, route: str, endpoint: str | None, status: int) -> tuple[Any, Any, Any]:
+    """The request counter's, the duration's and (for the check) the outcome's child for
+    one answer, looked up once per label set and kept: ``method`` is one of METHODS or
+    OTHER_METHOD, ``route`` the URL rule or UNMATCHED, so what is kept is bounded."""
+    instruments = _instruments()
+    outcome = instruments.outcomes[_outcome(status)] if endpoint == CHECK_ENDPOINT else None
+    return (
+        instruments.requests.labels(method, route, str(status)),
+        instruments.duration.labels(route),
+        outcome,
+    )
+
+
+def _method_label(method: str) -> str:
+    return method if method in METHODS else OTHER_METHOD
 
 
 def _outcome(status: int) -> str:
@@ -168,16 +168,9 @@ def count_last_used_write() -> None:
 
 def count_own_answer(method: str, route: str, status: int, started: float) -> None:
     """An answer apikeys.serving gave itself, begun at ``started`` (time.perf_counter)."""
-    counted, duration = _own(method if method in METHODS else OTHER_METHOD, route, status)
+    counted, duration, _ = children(_method_label(method), route, None, status)
     counted.inc()
     duration.observe(time.perf_counter() - started)
-
-
-@functools.cache
-def _own(method: str, route: str, status: int) -> tuple[Any, Any]:
-    instruments = _instruments()
-    counted = instruments.requests.labels(method, route, str(status))
-    return counted, instruments.duration.labels(route)
 
 
 def _count_response(response: Response) -> Response:
@@ -186,9 +179,12 @@ def _count_response(response: Response) -> Response:
     # Once: the proxy looks its object up again on each use.
     current = cast(Any, request)._get_current_object()
     if ABANDONED not in current.environ:
-        method = current.method
-        counted, duration, outcome = _instruments().children(
-            method if method in METHODS else OTHER_METHOD, current.url_rule, response.status_code
+        method, rule = current.method, current.url_rule
+        counted, duration, outcome = children(
+            _method_label(method),
+            UNMATCHED if rule is None else rule.rule,
+            None if rule is None else rule.endpoint,
+            response.status_code,
         )
         counted.inc()
         # When logs began the request: its first hook.

@@ -54,7 +54,6 @@ def create(client, secret: str, name: str, **headers):
     return client.post(KEYS, headers={**bearer(secret), **headers}, json=body)
 
 
-
 # --- what an event says -------------------------------------------------------------------
 
 

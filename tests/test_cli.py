@@ -58,7 +58,6 @@ def assert_clean_failure(result, message: str) -> None:
     assert result.stdout == ""
 
 
-
 def test_the_operator_workflow_in_real_processes(tmp_path):
     url = f"sqlite:///{tmp_path / 'ops.db'}"
 

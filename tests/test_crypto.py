@@ -23,7 +23,7 @@ STRANGERS = ["_", "-", ".", " ", "+", "/", "=", "é", "\x00", "ß", "\u200b"]
 
 def _random_part(secret: str) -> str:
     """What lies between the fixed prefix and the checksum."""
-    return secret[len(crypto.PREFIX) : -crypto._CHECKSUM_LENGTH]
+    return secret[len(crypto.PREFIX) : -crypto.CHECKSUM_LENGTH]
 
 
 def _windows(text: str, width: int) -> set[str]:

@@ -314,9 +314,7 @@ def test_writes_queued_behind_another_process_write_lock_never_hold_up_the_check
         wait_for_workers(server, 2)
         server.request("GET", CHECK, bearer(secret) | READ)  # last use recorded: none due
         with write_lock_held(str(path)), ThreadPoolExecutor(max_workers=24) as clients:
-            creates = [
-                clients.submit(server.request, "POST", API, create, body) for _ in range(16)
-            ]
+            creates = [clients.submit(server.request, "POST", API, create, body) for _ in range(16)]
             time.sleep(0.5)  # every worker's API threads now wait on the lock
             took = []
             for _ in range(10):

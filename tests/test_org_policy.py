@@ -19,7 +19,6 @@ pytestmark = pytest.mark.both_databases
 DEFAULT = {"max_expires_in_days": None, "require_expiry": False}
 
 
-
 def policy(cli, *args: str) -> dict:
     result = cli("orgs", "policy", *args)
     assert result.exit_code == 0, result.stderr
