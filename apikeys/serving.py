@@ -266,9 +266,10 @@ def build_environ(
     environ = {
         "REQUEST_METHOD": scope.method,
         "SCRIPT_NAME": "",
-        # WSGI carries the decoded path's bytes as latin-1; granian decoded them as UTF-8.
+        # WSGI carries the decoded path's bytes, and the query's, as latin-1; granian
+        # decoded them as UTF-8 (refusing what is not).
         "PATH_INFO": scope.path.encode().decode("latin-1"),
-        "QUERY_STRING": scope.query_string,
+        "QUERY_STRING": scope.query_string.encode().decode("latin-1"),
         "SERVER_NAME": server_host,
         "SERVER_PORT": server_port,
         "SERVER_PROTOCOL": "HTTP/1.0"

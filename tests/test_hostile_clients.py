@@ -432,6 +432,12 @@ def test_the_environ_carries_path_query_and_addresses(echo):
     assert environ["wsgi.url_scheme"] == "http"
 
 
+def test_a_raw_query_string_reaches_the_app_as_its_bytes(echo):
+    answer = raw_exchange(echo, "GET /?y=café HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    # WSGI: the query's bytes as latin-1, as for the path.
+    assert json.loads(answer.body)["QUERY_STRING"] == "y=café".encode().decode("latin-1")
+
+
 def test_the_environ_carries_the_body_and_its_type(echo):
     answer = send(echo, "POST", "/", [("Content-Type", "text/plain")], b"hello")
     environ = json.loads(answer.body)
@@ -464,6 +470,17 @@ def test_query_strings_and_encoded_paths_reach_the_routes(service, admin_secret)
     missing = send(service, "GET", KEYS + "/key_%E2%82%AC", bearer(admin_secret).items())
     assert missing.status == 404
     assert missing.error_code() == "not_found"
+
+
+@pytest.mark.parametrize("query", ["x=\u0665", "y=caf\u00e9", "\U0001f600"])
+def test_a_raw_utf8_query_string_is_read_like_an_encoded_one(service, admin_secret, query):
+    """Raw non-ASCII bytes in a query, as a client may send them: the app reads them as
+    it reads their percent-encoded form, on every route; never a 500."""
+    authorization = f"Authorization: Bearer {admin_secret}\r\n".encode()
+    for path, status in ((KEYS, 200), (CHECK, 400), ("/metrics", 200), ("/nope", 404)):
+        head = f"GET {path}?{query} HTTP/1.1\r\nHost: x\r\n".encode() + authorization + b"\r\n"
+        answer = raw_exchange(service, head)
+        assert answer.status == status, (path, answer.body)
 
 
 def test_a_body_cut_short_is_never_acted_on(service, admin_secret):
