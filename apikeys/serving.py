@@ -30,7 +30,8 @@ adapter stands between granian and the WSGI app and guarantees:
 
 What it cannot answer: a request granian cannot parse as HTTP gets granian's bare 400,
 and headers beyond granian's buffer (``MAX_BUFFER_BYTES``) or over 100 header lines get
-its bare 431. granian also hides header values that are not ASCII: they are not seen here.
+its bare 431. granian hides header values that are not ASCII, showing only their names:
+those are listed in ``environ[HIDDEN_HEADERS]``, for the check to fail closed on them.
 """
 
 from __future__ import annotations
@@ -65,11 +66,23 @@ MAX_BUFFER_BYTES = 8192 + 4096 * 100
 DEFAULT_MAX_BODY = 64 * 1024
 #: The environ key listing the request's repeated headers (a frozenset of lower-case names).
 REPEATED_HEADERS = "apikeys.repeated_headers"
+#: The environ key listing the headers whose values granian hid (a frozenset of lower-case
+#: names): it shows a header's name but not a value that is not ASCII.
+HIDDEN_HEADERS = "apikeys.hidden_headers"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Headers = list[tuple[str, str]]
 #: An answer: status, headers, body.
 Answer = tuple[int, Headers, bytes]
+
+
+class RequestHeaders(NamedTuple):
+    """A request's headers as read from granian."""
+
+    values: dict[str, str]  # by lower-case name, repeats joined
+    repeated: frozenset[str]
+    hidden: frozenset[str]  # present, but with no value granian would show
+    size: int  # bytes, as on the wire (hidden values not counted)
 
 
 class OwnAnswer(NamedTuple):
@@ -130,12 +143,13 @@ class Adapter:
         if scope.proto != "http":
             return
         started = time.perf_counter()
-        headers, repeated, size = read_headers(scope.headers)
+        read = read_headers(scope.headers)
+        headers = read.values
         answer: Answer
         if scope.path == "/healthz" and scope.method in ("GET", "HEAD"):
             answer = _HEALTH
         else:
-            answer = await self._answer(scope, proto, headers, repeated, size)
+            answer = await self._answer(scope, proto, read)
         status, response_headers, body = answer
         if isinstance(answer, OwnAnswer):
             request_id = logs.request_id_from(headers.get("x-request-id"))
@@ -149,17 +163,15 @@ class Adapter:
             client = self._client_address(scope, headers)
             logs.log_request(request_id, scope.method, scope.path, status, started, client)
 
-    async def _answer(
-        self, scope: Any, proto: Any, headers: dict[str, str], repeated: frozenset[str], size: int
-    ) -> Answer:
-        if size > MAX_HEADER_BYTES:
+    async def _answer(self, scope: Any, proto: Any, read: RequestHeaders) -> Answer:
+        if read.size > MAX_HEADER_BYTES:
             return _error(
                 431, "headers_too_large", f"Request headers exceed {MAX_HEADER_BYTES} bytes"
             )
-        body = await self._read_body(headers, proto)
+        body = await self._read_body(read.values, proto)
         if isinstance(body, tuple):
             return body
-        environ = build_environ(scope, headers, repeated, body)
+        environ = build_environ(scope, read, body)
         try:
             async with asyncio.timeout(self.request_timeout):
                 return await asyncio.get_running_loop().run_in_executor(
@@ -240,9 +252,8 @@ async def read_body(proto: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_headers(scope_headers: Any) -> tuple[dict[str, str], frozenset[str], int]:
-    """The request's headers by lower-case name, repeats joined; the repeated names; and
-    the headers' size in bytes. Names with ``_`` are dropped (they would alias ``-``)."""
+def read_headers(scope_headers: Any) -> RequestHeaders:
+    """The request's headers. Names with ``_`` are dropped (they would alias ``-``)."""
     headers: dict[str, str] = {}
     repeated = set()
     size = 0
@@ -254,12 +265,17 @@ def read_headers(scope_headers: Any) -> tuple[dict[str, str], frozenset[str], in
             repeated.add(name)
             value = f"{headers[name]}{'; ' if name == 'cookie' else ','}{value}"
         headers[name] = value
-    return headers, frozenset(repeated), size
+    # granian lists the name of a header whose value is not ASCII, and hides the value.
+    names = scope_headers.keys()
+    hidden = (
+        frozenset(name for name in names if name not in headers and "_" not in name)
+        if len(names) != len(headers)
+        else frozenset()
+    )
+    return RequestHeaders(headers, frozenset(repeated), hidden, size)
 
 
-def build_environ(
-    scope: Any, headers: dict[str, str], repeated: frozenset[str], body: bytes
-) -> dict[str, Any]:
+def build_environ(scope: Any, read: RequestHeaders, body: bytes) -> dict[str, Any]:
     """The WSGI environ granian's WSGI interface would build, with the body read already."""
     server_host, server_port = _host_port(scope.server)
     client_host, client_port = _host_port(scope.client)
@@ -288,8 +304,10 @@ def build_environ(
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
-        REPEATED_HEADERS: repeated,
+        REPEATED_HEADERS: read.repeated,
+        HIDDEN_HEADERS: read.hidden,
     }
+    headers = read.values
     for name, value in headers.items():
         if name == "content-type":
             environ["CONTENT_TYPE"] = value

@@ -208,6 +208,22 @@ def test_a_check_header_sent_twice_is_an_invalid_request(
     assert name in json.loads(answer.body)["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("method_header", "uri_header"),
+    [("X-Original-Method", "X-Original-URI"), ("X-Forwarded-Method", "X-Forwarded-Uri")],
+)
+def test_a_uri_header_that_is_not_ascii_is_denied(
+    service, billing_reader, method_header, uri_header
+):
+    """granian hides the value; the check sees the header there and cannot judge it."""
+    head = (
+        f"GET {CHECK} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {billing_reader}\r\n"
+        f"{method_header}: GET\r\n{uri_header}: /api/v1/billing/café\r\n\r\n"
+    ).encode()
+    answer = raw_exchange(service, head)
+    assert (answer.status, answer.error_code()) == (403, "forbidden"), answer.body
+
+
 @pytest.mark.parametrize("name", ["Authorization", "X-API-Key"])
 def test_a_key_header_sent_twice_is_an_invalid_request(service, admin_secret, billing_reader, name):
     value = {"Authorization": "Bearer {}", "X-API-Key": "{}"}[name]

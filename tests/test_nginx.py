@@ -470,3 +470,18 @@ def test_a_request_nginx_cannot_read_is_a_400_in_the_services_shape(stack, data)
     assert status == 400, body
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body)["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/api/v1/charge_points/caf\xc3\xa9", b"/api/v1/charge_points/1?q=caf\xc3\xa9"],
+    ids=["path", "query"],
+)
+def test_a_uri_of_raw_non_ascii_bytes_is_denied_not_blamed_on_the_proxy(stack, reader, target):
+    """nginx passes the client's request line on as it came; a URI the check cannot read
+    is one the route policy cannot judge: denied, never a proxy's missing header."""
+    key = f"Authorization: Bearer {reader.secret}\r\n".encode()
+    data = b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n" + key + b"\r\n"
+    status, headers, body = send_raw(stack.port, data)
+    assert status == 403, body
+    assert json.loads(body)["error"]["code"] == "forbidden"

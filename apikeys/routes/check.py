@@ -32,7 +32,7 @@ from apikeys.policy import METHODS, Policy
 from apikeys.ratelimit import show_budget, spend_budget_from_lease
 from apikeys.routes import Blueprint, documented, error_responses
 from apikeys.scopes import SCOPES, normalize
-from apikeys.serving import REPEATED_HEADERS
+from apikeys.serving import HIDDEN_HEADERS, REPEATED_HEADERS
 from apikeys.verification import Principal
 from schemas.check import CheckSchema
 
@@ -112,22 +112,25 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
     A proxy misconfiguration must show, so it is a 400 (which nginx turns into a 500, as
     it does any answer but 2xx, 401 and 403): InvalidRequest when the headers say nothing
     to check or only half a method/URI pair, InvalidScope for an unknown X-Required-Scope.
-    Forbidden for a route the policy does not know.
+    Forbidden for a route the policy does not know, or a URI it cannot read.
     """
     required: list[str] = []
+    hidden = environ.get(HIDDEN_HEADERS, ())
     scope = header(environ, "X-Required-Scope", "").strip()
     if scope:
         required.extend(normalize([scope]))
     for method_header, uri_header in ROUTE_HEADERS:
         method = header(environ, method_header, "").strip()
         uri = header(environ, uri_header, "").strip()
-        if not method and not uri:
+        # A comma is what two joined copies of the header look like: never judge half. A
+        # hidden URI (not ASCII: a client's raw bytes passed on) cannot be judged either.
+        unjudgeable = "," in uri or uri_header.lower() in hidden
+        if not method and not uri and not unjudgeable:
             continue
-        if not method or not uri:
+        if not unjudgeable and (not method or not uri):
             missing = uri_header if method else method_header
             raise InvalidRequest(f"{missing} is missing; send it with {method or uri_header}")
-        # A comma is what two joined copies of the header look like: never judge half.
-        route_scope = None if "," in uri else policy.required_scope(method, uri)
+        route_scope = None if unjudgeable else policy.required_scope(method, uri)
         if route_scope is None:
             raise Forbidden("The route policy allows no key this method on this path")
         required.append(route_scope)
