@@ -12,7 +12,8 @@ client's own headers on to the check, so a client could add one of these headers
 only narrow what passes, never widen it (a precedence would let it pick its own scope).
 For the same reason the check fails closed on anything it cannot read as one value: a
 header it reads sent twice is a 400 (servers join the copies into one value), and a URI
-with a comma, which is what two joined URIs look like, is denied. Headers with ``_`` in
+with a comma, which is what two joined URIs look like, is denied, as is a URI that is not
+ASCII (``apikeys.serving`` names it, without its value). Headers with ``_`` in
 their name never reach it (``apikeys.serving`` and werkzeug's server drop them), so
 ``X_Original_URI`` cannot stand in for ``X-Original-URI``.
 """
