@@ -140,7 +140,7 @@ def roll_key(
             scopes.ensure_grantable(
                 api_key.scopes, grantor_scopes, "Your key cannot roll a key holding scopes it lacks"
             )
-        OrganizationPolicy.of(organization_id).ensure_allows(api_key.expires_at, now)
+        OrganizationPolicy.of(organization_id).ensure_allows(api_key.expires_at, now, rolling=True)
         rolled = api_key.roll(timedelta(seconds=grace_period_seconds), now)
         audit.record(audit.ROLLED, organization_id, api_key.id, origin)
     return rolled
