@@ -93,22 +93,33 @@ class OrganizationPolicy(BaseModel):
             "require_expiry": bool(self.require_expiry),
         }
 
-    def ensure_allows(self, expires_at: datetime | None, now: datetime) -> None:
+    def ensure_allows(
+        self, expires_at: datetime | None, now: datetime, *, rolling: bool = False
+    ) -> None:
         """PolicyViolation, naming the rule, if a key valid until ``expires_at`` (None:
-        forever) breaks this policy at ``now``. A maximum lifetime implies an expiry."""
-        if self.require_expiry and expires_at is None:
-            raise PolicyViolation(
-                "Your organization's policy require_expiry demands that keys expire: "
-                "give expires_in_days",
-                details={"rule": "require_expiry"},
-            )
+        forever) breaks this policy at ``now``. A maximum lifetime implies an expiry.
+
+        A create or PATCH asks for the expiry itself; a roll (``rolling``) keeps the key's
+        own, which only a PATCH changes, and the message tells the client so.
+        """
         most = self.max_expires_in_days
-        if most is not None and (expires_at is None or expires_at > now + timedelta(days=most)):
-            raise PolicyViolation(
-                f"Your organization's policy max_expires_in_days lets a key be valid for at "
-                f"most {most} days from now: give expires_in_days of {most} or less",
-                details={"rule": "max_expires_in_days", "max_expires_in_days": most},
-            )
+        if self.require_expiry and expires_at is None:
+            rule, demand, wanted = "require_expiry", "demands that keys expire", "expires_in_days"
+            details: dict[str, object] = {"rule": rule}
+        elif most is not None and (expires_at is None or expires_at > now + timedelta(days=most)):
+            rule = "max_expires_in_days"
+            demand = f"lets a key be valid for at most {most} days from now"
+            wanted = f"expires_in_days of {most} or less"
+            details = {"rule": rule, "max_expires_in_days": most}
+        else:
+            return
+        if rolling:
+            held = "never expires" if expires_at is None else "expires later"
+            remedy = f"this key {held}; PATCH it with {wanted} first, then roll it"
+        else:
+            remedy = f"give {wanted}"
+        message = f"Your organization's policy {rule} {demand}: {remedy}"
+        raise PolicyViolation(message, details=details)
 
 
 class RetiredKeyHash(BaseModel):

@@ -111,10 +111,11 @@ def update_key(
         if "expires_in_days" in changes:
             fields["expires_at"] = _expiry(changes["expires_in_days"], now)
             OrganizationPolicy.of(organization_id).ensure_allows(fields["expires_at"], now)
-        before = {name: getattr(api_key, name) for name in fields}
-        api_key.change(**fields)
-        changes = audit.diff(before, fields)
-        audit.record(audit.UPDATED, organization_id, api_key.id, origin, changes)
+        changed = audit.diff({name: getattr(api_key, name) for name in fields}, fields)
+        # Values equal to the key's own change nothing: no write, and no event to record.
+        if changed:
+            api_key.change(**{name: after for name, (_, after) in changed.items()})
+            audit.record(audit.UPDATED, organization_id, api_key.id, origin, changed)
     return api_key
 
 
@@ -139,7 +140,7 @@ def roll_key(
             scopes.ensure_grantable(
                 api_key.scopes, grantor_scopes, "Your key cannot roll a key holding scopes it lacks"
             )
-        OrganizationPolicy.of(organization_id).ensure_allows(api_key.expires_at, now)
+        OrganizationPolicy.of(organization_id).ensure_allows(api_key.expires_at, now, rolling=True)
         rolled = api_key.roll(timedelta(seconds=grace_period_seconds), now)
         audit.record(audit.ROLLED, organization_id, api_key.id, origin)
     return rolled

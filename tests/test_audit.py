@@ -205,6 +205,40 @@ def test_an_api_update_and_roll_record_what_changed_and_who(client, admin, make_
     assert target.key not in text and rolled.json["key"] not in text
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "target"},
+        {"name": "  target "},
+        {"scopes": ["read:sessions", "read:billing", "read:billing"]},
+        {"expires_in_days": None},
+        {"rate_limit": None},
+        {"name": "target", "scopes": ["read:billing", "read:sessions"], "rate_limit": None},
+    ],
+)
+def test_an_update_that_changes_nothing_records_nothing(client, admin, make_key, body):
+    target = make_key(name="target", key_scopes=["read:billing", "read:sessions"])
+    url = f"{KEYS}/{target.id}"
+    before = client.get(url, headers=bearer(admin.key)).json
+    events = AuditEvent.select().count()
+
+    response = client.patch(url, headers=bearer(admin.key), json=body)
+
+    assert response.status_code == 200, response.json
+    assert response.json == before
+    assert AuditEvent.select().count() == events
+
+
+def test_an_update_records_only_the_fields_it_changes(client, admin, make_key):
+    target = make_key(name="target", key_scopes=["read:billing"])
+    body = {"name": "target", "scopes": ["read:billing"], "rate_limit": "10/minute"}
+    assert client.patch(f"{KEYS}/{target.id}", headers=bearer(admin.key), json=body).json
+
+    update = listed(client, admin.key)["data"][0]
+    assert update["action"] == "api_key.updated"
+    assert update["changes"] == {"rate_limit": {"from": None, "to": "10/minute"}}
+
+
 # --- never a secret -----------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from apikeys import key_limits, scopes
+from apikeys import key_limits, scopes, service
 from tests.conftest import bearer
 
 URL = "/api/v1/org/api-keys"
@@ -27,6 +27,12 @@ CASES = [
     for (method, path), codes in OPERATIONS.items()
     for status in sorted(codes)
 ]
+#: The error codes of the 400 of each change to a key, documented with an example each.
+CHANGES = {
+    ("post", URL): {"invalid_request", "invalid_scope", "name_taken", "policy_violation"},
+    ("patch", ONE): {"invalid_request", "invalid_scope", "name_taken", "policy_violation"},
+    ("post", ROLL): {"invalid_request", "policy_violation"},
+}
 
 
 @pytest.fixture
@@ -175,6 +181,36 @@ def test_error_schema_is_the_error_object(doc):
     detail = resolve(doc, error["properties"]["error"])
     assert set(detail["required"]) == {"code", "message"}
     assert set(detail["properties"]) == {"code", "message", "details"}
+
+
+@pytest.mark.parametrize(("method", "path"), CHANGES)
+def test_each_change_documents_the_codes_of_its_400(doc, method, path):
+    bad_request = resolve(doc, documented(doc, method, path)["400"])
+    examples = bad_request["content"]["application/json"]["examples"]
+    assert set(examples) == CHANGES[(method, path)]
+    for code, example in examples.items():
+        assert example["value"]["error"]["code"] == code
+        assert example["value"]["error"]["message"]
+        assert f"`{code}`" in bad_request["description"]
+
+
+@pytest.mark.parametrize(("method", "path"), CHANGES)
+def test_a_policy_violation_is_a_documented_400(doc, client, org, admin, make_key, method, path):
+    target = make_key(name="target")  # valid for ever: no longer allowed below
+    service.set_policy(org.id, max_expires_in_days=30)
+    url = path.replace("{key_id}", target.id)
+    body = {
+        URL: {"name": "new", "scopes": ["read:billing"]},
+        ONE: {"expires_in_days": 31},
+        ROLL: None,
+    }[path]
+
+    response = getattr(client, method)(url, headers=bearer(admin.key), json=body)
+
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "policy_violation"
+    bad_request = resolve(doc, documented(doc, method, path)["400"])
+    assert "policy_violation" in bad_request["content"]["application/json"]["examples"]
 
 
 def test_documented_bodies_match_real_ones(doc, client, admin):

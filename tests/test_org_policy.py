@@ -29,10 +29,12 @@ def body(**fields) -> dict:
     return {"name": "n", "scopes": ["read:billing"], **fields}
 
 
-def violation(response, rule: str) -> None:
+def violation(response, rule: str) -> str:
+    """The refusal's message, which names the rule."""
     refusal = error(response, 400, "policy_violation")
     assert rule in refusal["message"]
     assert refusal["details"]["rule"] == rule
+    return refusal["message"]
 
 
 def patch(client, secret: str, key_id: str, changes: dict):
@@ -145,6 +147,27 @@ def test_require_expiry_on_roll(cli, client, admin, make_key):
     target = make_key()
     policy(cli, "acme", "--require-expiry")
     violation(roll(client, admin.key, target.id), "require_expiry")
+
+
+def test_a_refused_roll_says_to_patch_the_expiry_first(cli, client, admin, make_key):
+    # A roll takes no expiry: the remedy is a PATCH of the key's, not expires_in_days here.
+    forever = make_key(name="forever")
+    long_lived = make_key(name="long-lived", expires_in_days=365)
+    policy(cli, "acme", "--require-expiry", "--max-expires-in-days", "90")
+
+    message = violation(roll(client, admin.key, forever.id), "require_expiry")
+    assert "this key never expires" in message
+    assert "PATCH it with expires_in_days" in message and "then roll it" in message
+    message = violation(roll(client, admin.key, long_lived.id), "max_expires_in_days")
+    assert "this key expires later" in message
+    assert "PATCH it with expires_in_days of 90 or less" in message and "then roll it" in message
+    # A create or PATCH gives the expiry itself, and is told so.
+    for refused in (
+        create(client, admin.key, body()),
+        patch(client, admin.key, long_lived.id, {"expires_in_days": 91}),
+    ):
+        assert "PATCH" not in refused.json["error"]["message"]
+        assert "give expires_in_days" in refused.json["error"]["message"]
 
 
 def test_keys_create_in_the_cli_meets_the_policy(cli, org):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -15,7 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from apikeys.audit import Origin
 from apikeys.auth import SECURITY, current_key, header, requires
-from apikeys.errors import InvalidRequest
+from apikeys.errors import InvalidRequest, ServiceError
 from apikeys.logs import request_id
 from schemas.errors import ErrorSchema
 
@@ -112,27 +112,46 @@ def error_responses(
     *errors: int,
     descriptions: Mapping[int, str] | None = None,
     headers: Mapping[str, Any] | None = None,
+    codes: Mapping[int, Iterable[type[ServiceError]]] | None = None,
 ) -> list[Callable]:
     """flask-smorest decorators documenting each error status, in the error shape, with
-    the status's own headers and ``headers`` common to them all."""
-    descriptions = descriptions or {}
-    return [
-        blp.alt_response(
-            status,
-            schema=ErrorSchema,
-            description=descriptions.get(status, HTTPStatus(status).phrase),
-            headers={**ERROR_HEADERS.get(status, {}), **(headers or {})} or None,
+    the status's own headers and ``headers`` common to them all; ``codes`` names the
+    service's errors a status can be, each given in the description and as an example."""
+    descriptions, codes = descriptions or {}, codes or {}
+    decorators = []
+    for status in sorted(errors):
+        kinds = list(codes.get(status, ()))
+        description = descriptions.get(status, HTTPStatus(status).phrase)
+        if kinds:
+            description += ": " + ", ".join(f"`{kind.code}`" for kind in kinds)
+        examples = {
+            kind.code: {"value": {"error": {"code": kind.code, "message": kind.message}}}
+            for kind in kinds
+        }
+        decorators.append(
+            blp.alt_response(
+                status,
+                schema=ErrorSchema,
+                description=description,
+                examples=examples or None,
+                headers={**ERROR_HEADERS.get(status, {}), **(headers or {})} or None,
+            )
         )
-        for status in sorted(errors)
-    ]
+    return decorators
 
 
-def protected(blp: Blueprint, scope: str, *errors: int) -> Callable:
-    """Require ``scope``, and document the security and every error the view can answer."""
+def protected(
+    blp: Blueprint,
+    scope: str,
+    *errors: int,
+    codes: Mapping[int, Iterable[type[ServiceError]]] | None = None,
+) -> Callable:
+    """Require ``scope``, and document the security and every error the view can answer
+    (``codes``: as for ``error_responses``)."""
 
     def decorator(view: Callable) -> Callable:
         view = requires(scope)(view)
-        for document in error_responses(blp, 401, 403, 429, *errors):
+        for document in error_responses(blp, 401, 403, 429, *errors, codes=codes):
             view = document(view)
         return blp.doc(security=SECURITY)(view)
 

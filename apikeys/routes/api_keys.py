@@ -6,6 +6,7 @@ from flask.views import MethodView
 
 from apikeys import audit, key_limits, service
 from apikeys.auth import authenticate, current_key
+from apikeys.errors import InvalidRequest, InvalidScope, NameTaken, PolicyViolation
 from apikeys.ratelimit import show_budget, spend_budget
 from apikeys.routes import Blueprint, origin, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
@@ -69,6 +70,9 @@ REVOKED_LINKS = {
         "parameters": {"key_id": "$request.path.key_id"},
     }
 }
+#: The codes of a refused create or PATCH, and of a refused roll (SPEC 3, 11).
+CHANGE_REFUSED = {400: (InvalidRequest, InvalidScope, NameTaken, PolicyViolation)}
+ROLL_REFUSED = {400: (InvalidRequest, PolicyViolation)}
 
 
 @blp.route("")
@@ -82,7 +86,7 @@ class ApiKeys(MethodView):
         page, total = service.page_of_keys(current_key().org_id, args["limit"], args["after"])
         return page.listing(total)
 
-    @protected(blp, WRITE_API_KEYS, 400, 413)
+    @protected(blp, WRITE_API_KEYS, 400, 413, codes=CHANGE_REFUSED)
     @blp.doc(operationId="createApiKey", responses={201: {"links": CREATED_LINKS}})
     @blp.arguments(ApiKeyCreateSchema, error_status_code=400)
     @blp.response(201, ApiKeyCreatedSchema, headers=NO_STORE)
@@ -118,7 +122,7 @@ class ApiKeyById(MethodView):
         """Revoke a key, for good; the next request that presents it fails"""
         service.revoke_key(current_key().org_id, key_id, origin())
 
-    @protected(blp, WRITE_API_KEYS, 400, 404, 413)
+    @protected(blp, WRITE_API_KEYS, 400, 404, 413, codes=CHANGE_REFUSED)
     @blp.doc(operationId="updateApiKey")
     @blp.arguments(ApiKeyUpdateSchema, error_status_code=400)
     @blp.response(200, ApiKeySchema)
@@ -137,7 +141,7 @@ class ApiKeyById(MethodView):
 
 @blp.route("/<key_id>/roll")
 class RollApiKey(MethodView):
-    @protected(blp, WRITE_API_KEYS, 400, 404, 413)
+    @protected(blp, WRITE_API_KEYS, 400, 404, 413, codes=ROLL_REFUSED)
     @blp.doc(operationId="rollApiKey", responses={200: {"links": ROLLED_LINKS}})
     @blp.arguments(ApiKeyRollSchema, required=False, error_status_code=400)
     @blp.response(200, ApiKeyRolledSchema, headers=NO_STORE)
