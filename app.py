@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import flask_smorest
-from flask import Flask, Request
+from flask import Flask, Request, Response
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -41,7 +41,7 @@ class _NoSessions(SecureCookieSessionInterface):
 
 class Service(Flask):
     """Flask, asking once per function rather than on every call whether it is async,
-    and with no sessions."""
+    with no sessions, and answering OPTIONS with no content rather than an empty page."""
 
     session_interface = _NoSessions()
 
@@ -59,6 +59,13 @@ class Service(Flask):
             if not inspect.ismethod(func):
                 self._sync[func] = found
         return found
+
+    def make_default_options_response(self) -> Response:
+        # Flask's is a 200 with an empty text/html body: the methods are all it has to say.
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

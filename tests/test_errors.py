@@ -58,6 +58,16 @@ def test_wrong_method_is_405_with_allow(client, admin, method, path, allowed):
     assert method.upper() not in offered
 
 
+@pytest.mark.parametrize("path", [URL, URL + "/key_abc", URL + "/key_abc/roll", "/healthz"])
+def test_options_answers_the_methods_with_no_content(client, path):
+    response = client.options(path)
+    assert response.status_code == 204
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+    assert "OPTIONS" in {verb.strip() for verb in response.headers["Allow"].split(",")}
+    assert response.headers["X-Request-ID"]
+
+
 def test_oversized_body_is_413(client, admin):
     before = ApiKey.select().count()
     body = '{"name": "big", "scopes": ["read:billing"], "pad": "' + "x" * 70_000 + '"}'
