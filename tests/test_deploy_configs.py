@@ -22,8 +22,7 @@ import yaml
 
 from apikeys.config import from_environment
 from apikeys.routes.check import blp as check_blueprint
-from tests.servers import ROOT, SERVE, free_port, production
-from tests.test_nginx import CHECK_INPUTS, IDENTITY
+from tests.servers import CHECK_INPUTS, IDENTITY, ROOT, SERVE, free_port, production
 
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
