@@ -113,6 +113,15 @@ def send(
         connection.close()
 
 
+def send_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``data`` as it is, for requests http.client refuses to write; the server's answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return response.status, dict(response.headers), response.read()
+
+
 #: Rate limits no test of a server reaches: the server's counters have no per-test prefix,
 #: so a test keeps clear of other users' budgets on the shared Redis.
 ROOMY_LIMITS = {"RATE_LIMIT_PER_KEY": "100000/minute", "RATE_LIMIT_FAILED_AUTH": "100000/minute"}
@@ -473,10 +482,16 @@ class Stack:
         return Key(created["key"], created["id"], check.headers["X-Auth-Org-Id"])
 
 
+class _EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+    status = 200
+
+
 class _Echo(BaseHTTPRequestHandler):
-    """Answers every request with JSON of what it received: method, path, headers."""
+    """Answers every request with JSON of what it received: method, path, headers, body."""
 
     protocol_version = "HTTP/1.1"
+    server: _EchoServer
 
     def _echo(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -489,11 +504,12 @@ class _Echo(BaseHTTPRequestHandler):
                 "body": received,
             }
         ).encode()
-        self.send_response(200)
+        self.send_response(self.server.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # else the body is read as the next response
+            self.wfile.write(body)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _echo
 
@@ -502,10 +518,11 @@ class _Echo(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def echo_backend() -> Iterator[int]:
-    """A backend on a free port of 127.0.0.1 that echoes each request (``Echoed``)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    httpd.daemon_threads = True
+def echo_backend(status: int = 200) -> Iterator[int]:
+    """A backend on a free port of 127.0.0.1 that echoes each request (``Echoed``) with
+    ``status``."""
+    httpd = _EchoServer(("127.0.0.1", 0), _Echo)
+    httpd.status = status
     thread = threading.Thread(target=httpd.serve_forever, args=(0.1,), daemon=True)
     thread.start()
     try:
@@ -594,3 +611,64 @@ def assert_refused(reply: Answer, status: int, code: str) -> dict:
     assert reply.error_code() == code
     assert reply.headers["Cache-Control"] == "no-store"
     return reply.json()
+
+
+#: Headers a client adds to pass for the check or to speak for it: the proxy must keep
+#: every one from the backend (``assert_heard_only_the_check``) and let the request pass.
+SPOOFED = [
+    [("X-Auth-Org-Id", "org-evil"), ("X-Auth-Key-Id", "key-evil")],
+    [("X-Auth-Scopes", "write:billing write:api_keys")],
+    [("x-auth-scopes", "write:billing"), ("X-AUTH-ORG-ID", "org-evil")],
+    [("X-Auth-Scopes", "write:billing"), ("X-Auth-Scopes", "read:billing")],
+    [("X_Auth_Scopes", "write:billing"), ("X_Auth_Org_Id", "org-evil")],
+    [("X-Auth-Error", "{}")],
+    [("X-Required-Scope", "bogus")],
+    [("X-Required-Scope", "write:billing")],
+    [("X-Forwarded-Method", "POST")],
+    [("X-Forwarded-Uri", "/api/v1/billing/invoices")],
+    [("X-Original-Method", "DELETE"), ("X-Original-URI", "/admin")],
+]
+#: (method, path, headers a client adds) that would widen what a key of
+#: read:charge_points may do, were the proxy to let them reach the check: each a 403.
+WIDENING = {
+    "required-scope": (
+        "GET",
+        "/api/v1/billing/invoices",
+        [("X-Required-Scope", "read:charge_points")],
+    ),
+    "original-uri": (
+        "GET",
+        "/api/v1/billing/invoices",
+        [("X-Original-URI", "/api/v1/charge_points/1")],
+    ),
+    "original-method": ("POST", "/api/v1/charge_points", [("X-Original-Method", "GET")]),
+    "forwarded-pair": (
+        "GET",
+        "/api/v1/billing/invoices",
+        [("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", "/api/v1/charge_points/1")],
+    ),
+    "auth-scopes": ("GET", "/api/v1/billing/invoices", [("X-Auth-Scopes", "read:billing")]),
+}
+
+
+def spoofed_id(pairs: list[tuple[str, str]]) -> str:
+    return "+".join(name for name, _ in pairs)
+
+
+def assert_heard_only_the_check(reply: Echoed, key: Key, scopes: str) -> None:
+    """The backend heard the check's identity for ``key`` once each, whatever the client
+    added, and none of the check's input headers."""
+    identity = {name.lower() for name in IDENTITY}
+    heard = sorted(
+        (name.lower(), value) for name, value in reply.heard() if name.lower() in identity
+    )
+    assert heard == [
+        ("x-auth-key-id", key.id),
+        ("x-auth-org-id", key.org_id),
+        ("x-auth-scopes", scopes),
+    ]
+    names = reply.heard_names()
+    assert not {name.lower() for name in CHECK_INPUTS} & set(names)
+    assert not [
+        name for name in names if name.replace("_", "-").startswith("x-auth") and "_" in name
+    ]
