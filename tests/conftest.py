@@ -14,27 +14,10 @@ from werkzeug.serving import make_server
 from apikeys import db, scopes, service, startup
 from apikeys.models import Organization
 from app import create_app
-from tests.servers import redis_server
+from tests.servers import SETTINGS, redis_server
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-SETTINGS = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "RATE_LIMIT_PER_KEY",
-    "RATE_LIMIT_FAILED_AUTH",
-    "LAST_USED_INTERVAL_SECONDS",
-    "APIKEYS_BOOTSTRAP_KEY",
-    "APIKEYS_BOOTSTRAP_ORG",
-    "APIKEYS_POLICY_FILE",
-    "DATABASE_POOL_SIZE",
-    "DATABASE_POOL_TIMEOUT",
-    "DATABASE_TIMEOUT",
-    "APIKEYS_TRUSTED_PROXIES",
-    "LOG_FORMAT",
-    "LOG_LEVEL",
-    "AUDIT_RETENTION_DAYS",
-)
 
 
 def pytest_configure(config):

@@ -10,6 +10,10 @@ kill: never the shared one.
 
 ``postgres_server()`` starts a PostgreSQL cluster of the test's own, which the test may
 stop, restart or pause: never the shared one.
+
+``proxied_service(tmp_path, proxy)`` puts a real reverse proxy with a configuration of
+``deploy/`` (``proxy`` starts it) in front of ``serve.py`` and of ``echo_backend()``, a
+backend that answers with what it heard: tests/test_nginx.py and tests/test_caddy.py.
 """
 
 from __future__ import annotations
@@ -24,21 +28,42 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
 
+from apikeys import crypto
 from bench.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = ROOT / "serve.py"
 START_TIMEOUT = 30.0
+#: The service's settings from the environment: never the developer's in a test.
+SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "RATE_LIMIT_PER_KEY",
+    "RATE_LIMIT_FAILED_AUTH",
+    "LAST_USED_INTERVAL_SECONDS",
+    "APIKEYS_BOOTSTRAP_KEY",
+    "APIKEYS_BOOTSTRAP_ORG",
+    "APIKEYS_POLICY_FILE",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_POOL_TIMEOUT",
+    "DATABASE_TIMEOUT",
+    "APIKEYS_TRUSTED_PROXIES",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "AUDIT_RETENTION_DAYS",
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,15 @@ def send(
         return Answer(response.status, response.headers, response.read())
     finally:
         connection.close()
+
+
+def send_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``data`` as it is, for requests http.client refuses to write; the server's answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return response.status, dict(response.headers), response.read()
 
 
 #: Rate limits no test of a server reaches: the server's counters have no per-test prefix,
@@ -371,3 +405,270 @@ def postgres_server() -> Iterator[Postgres]:
             cluster.stop()
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+# A reverse proxy of deploy/ in front of serve.py and a backend that echoes.
+
+#: The per-key limit of the service behind a proxy: high enough for every test's own key.
+PROXIED_PER_KEY = 50
+#: What the check reads to know the target, and its error header: never from a client
+#: (every proxy configuration in deploy/ keeps them out; test_deploy_configs reads these too).
+CHECK_INPUTS = (
+    "X-Required-Scope",
+    "X-Original-Method",
+    "X-Original-URI",
+    "X-Forwarded-Method",
+    "X-Forwarded-Uri",
+    "X-Auth-Error",
+)
+#: What the check tells the backend: only ever the check's own values.
+IDENTITY = ("X-Auth-Org-Id", "X-Auth-Key-Id", "X-Auth-Scopes")
+UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "Missing or invalid API key"}}
+
+
+class Echoed(Answer):
+    def heard(self) -> list[tuple[str, str]]:
+        """The headers the echo backend received, in order, repeats included."""
+        return [tuple(pair) for pair in self.json()["headers"]]
+
+    def heard_names(self) -> list[str]:
+        return [name.lower() for name, _ in self.heard()]
+
+
+@dataclass(frozen=True)
+class Key:
+    secret: str
+    id: str
+    org_id: str
+
+
+@dataclass
+class Stack:
+    """A proxy on ``port`` (its output in ``log``), the service behind it on ``service``."""
+
+    port: int
+    service: Server
+    admin: str
+    log: Path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+    ) -> Echoed:
+        """One request to the proxy; ``headers`` a mapping, or pairs to repeat a name."""
+        return Echoed(**vars(send(self.port, method, path, headers, body)))
+
+    def key(self, *scopes: str) -> Key:
+        """A new key of the admin's organization, made through the service itself."""
+        body = {"name": "k-" + crypto.generate_secret()[-10:], "scopes": list(scopes)}
+        made = self.service.request(
+            "POST",
+            "/api/v1/org/api-keys",
+            {"Authorization": f"Bearer {self.admin}", "Content-Type": "application/json"},
+            json.dumps(body).encode(),
+        )
+        assert made.status == 201, made.body
+        created = json.loads(made.body)
+        # The key object has no organization: the check says which it is.
+        check = self.service.request(
+            "GET",
+            "/api/v1/auth/check",
+            {"Authorization": f"Bearer {created['key']}", "X-Required-Scope": scopes[0]},
+        )
+        assert check.status == 200
+        return Key(created["key"], created["id"], check.headers["X-Auth-Org-Id"])
+
+
+class _EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+    status = 200
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every request with JSON of what it received: method, path, headers, body."""
+
+    protocol_version = "HTTP/1.1"
+    server: _EchoServer
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        received = self.rfile.read(length).decode()
+        body = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": list(self.headers.items()),
+                "body": received,
+            }
+        ).encode()
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":  # else the body is read as the next response
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _echo
+
+    def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+        pass
+
+
+@contextmanager
+def echo_backend(status: int = 200) -> Iterator[int]:
+    """A backend on a free port of 127.0.0.1 that echoes each request (``Echoed``) with
+    ``status``."""
+    httpd = _EchoServer(("127.0.0.1", 0), _Echo)
+    httpd.status = status
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.1,), daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_port
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        httpd.server_close()
+
+
+def configured(source: Path, target: Path, replacements: Mapping[str, str]) -> Path:
+    """``source`` written to ``target`` with each line an operator edits replaced; each
+    must be in ``source`` once."""
+    text = source.read_text()
+    for line, replacement in replacements.items():
+        assert text.count(line) == 1, f"{source.name} should have one {line!r}"
+        text = text.replace(line, replacement)
+    target.write_text(text)
+    return target
+
+
+@contextmanager
+def foreground(
+    command: list[str], log: Path, port: int, env: Mapping[str, str] | None = None
+) -> Iterator[Path]:
+    """``command`` (a proxy in the foreground), its output to ``log``, until it listens on
+    ``port`` of 127.0.0.1; stopped on exit, whatever happens in between."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"{command[0]} exited with {process.returncode}:\n{log.read_text()}"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{command[0]} did not listen within 30 s") from None
+                time.sleep(0.05)
+        yield log
+    finally:
+        stop_process_group(process)
+
+
+#: A proxy's start: (directory, its port, the service's port, the backend's port), as a
+#: context manager that yields the proxy's log once it listens.
+StartProxy = Callable[[Path, int, int, int], AbstractContextManager[Path]]
+
+
+@contextmanager
+def proxied_service(directory: Path, proxy: StartProxy) -> Iterator[Stack]:
+    """serve.py (2 workers, SQLite), the echo backend, and ``proxy`` in front of both."""
+    admin = crypto.generate_secret()
+    env = {name: "" for name in SETTINGS} | {
+        "DATABASE_URL": f"sqlite:///{directory / 'apikeys.db'}",
+        "APIKEYS_BOOTSTRAP_KEY": admin,
+        "RATE_LIMIT_PER_KEY": f"{PROXIED_PER_KEY}/minute",
+        "RATE_LIMIT_FAILED_AUTH": "1000/minute",
+        # The proxies set X-Forwarded-For to the client's address.
+        "APIKEYS_TRUSTED_PROXIES": "1",
+    }
+    port = free_port()
+    with (
+        production(directory, env, workers=2) as service,
+        echo_backend() as backend,
+        proxy(directory, port, service.port, backend) as log,
+    ):
+        yield Stack(port, service, admin, log)
+
+
+def assert_refused(reply: Answer, status: int, code: str) -> dict:
+    """``reply`` is the service's own refusal: its status, JSON error object, no-store."""
+    assert reply.status == status, reply.body
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.error_code() == code
+    assert reply.headers["Cache-Control"] == "no-store"
+    return reply.json()
+
+
+#: Headers a client adds to pass for the check or to speak for it: the proxy must keep
+#: every one from the backend (``assert_heard_only_the_check``) and let the request pass.
+SPOOFED = [
+    [("X-Auth-Org-Id", "org-evil"), ("X-Auth-Key-Id", "key-evil")],
+    [("X-Auth-Scopes", "write:billing write:api_keys")],
+    [("x-auth-scopes", "write:billing"), ("X-AUTH-ORG-ID", "org-evil")],
+    [("X-Auth-Scopes", "write:billing"), ("X-Auth-Scopes", "read:billing")],
+    [("X_Auth_Scopes", "write:billing"), ("X_Auth_Org_Id", "org-evil")],
+    [("X-Auth-Error", "{}")],
+    [("X-Required-Scope", "bogus")],
+    [("X-Required-Scope", "write:billing")],
+    [("X-Forwarded-Method", "POST")],
+    [("X-Forwarded-Uri", "/api/v1/billing/invoices")],
+    [("X-Original-Method", "DELETE"), ("X-Original-URI", "/admin")],
+]
+#: (method, path, headers a client adds) that would widen what a key of
+#: read:charge_points may do, were the proxy to let them reach the check: each a 403.
+WIDENING = {
+    "required-scope": (
+        "GET",
+        "/api/v1/billing/invoices",
+        [("X-Required-Scope", "read:charge_points")],
+    ),
+    "original-uri": (
+        "GET",
+        "/api/v1/billing/invoices",
+        [("X-Original-URI", "/api/v1/charge_points/1")],
+    ),
+    "original-method": ("POST", "/api/v1/charge_points", [("X-Original-Method", "GET")]),
+    "forwarded-pair": (
+        "GET",
+        "/api/v1/billing/invoices",
+        [("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", "/api/v1/charge_points/1")],
+    ),
+    "auth-scopes": ("GET", "/api/v1/billing/invoices", [("X-Auth-Scopes", "read:billing")]),
+}
+
+
+def spoofed_id(pairs: list[tuple[str, str]]) -> str:
+    return "+".join(name for name, _ in pairs)
+
+
+def assert_heard_only_the_check(reply: Echoed, key: Key, scopes: str) -> None:
+    """The backend heard the check's identity for ``key`` once each, whatever the client
+    added, and none of the check's input headers."""
+    identity = {name.lower() for name in IDENTITY}
+    heard = sorted(
+        (name.lower(), value) for name, value in reply.heard() if name.lower() in identity
+    )
+    assert heard == [
+        ("x-auth-key-id", key.id),
+        ("x-auth-org-id", key.org_id),
+        ("x-auth-scopes", scopes),
+    ]
+    names = reply.heard_names()
+    assert not {name.lower() for name in CHECK_INPUTS} & set(names)
+    assert not [
+        name for name in names if name.replace("_", "-").startswith("x-auth") and "_" in name
+    ]

@@ -1,9 +1,10 @@
 """compose.yaml, deploy/traefik.yml and deploy/envoy.yaml, read as their programs read them.
 
 No Docker engine, Traefik or Envoy runs here (deploy/nginx.conf runs in a real nginx, in
-tests/test_nginx.py): these tests hold the files to what the service and the suite do, so
-that a change on either side that would break a deployment fails here. The Dockerfile's
-HEALTHCHECK command does run, against serve.py.
+tests/test_nginx.py, and deploy/Caddyfile in a real Caddy, in tests/test_caddy.py): these
+tests hold the files to what the service and the suite do, so that a change on either
+side that would break a deployment fails here. The Dockerfile's HEALTHCHECK command does
+run, against serve.py.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import yaml
 
 from apikeys.config import from_environment
 from apikeys.routes.check import blp as check_blueprint
-from tests.servers import ROOT, SERVE, free_port, production
-from tests.test_nginx import CHECK_INPUTS, IDENTITY
+from tests.servers import CHECK_INPUTS, IDENTITY, ROOT, SERVE, free_port, production
 
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
