@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 import zlib
@@ -15,6 +16,8 @@ _ALPHABET_SET = frozenset(_ALPHABET)
 _BODY_LENGTH = 32  # 32 base62 characters carry about 190 random bits.
 CHECKSUM_LENGTH = 6  # a CRC32 in base62 fits in 6 characters.
 SECRET_LENGTH = len(PREFIX) + _BODY_LENGTH + CHECKSUM_LENGTH
+#: Runs of base62 long enough to hold what follows a key's prefix: its body and checksum.
+_BASE62_RUN = re.compile(f"[0-9A-Za-z]{{{_BODY_LENGTH + CHECKSUM_LENGTH},}}")
 
 
 def _base62(number: int, width: int) -> str:
@@ -44,6 +47,20 @@ def is_well_formed(secret: str) -> bool:
         return False
     body = secret[len(PREFIX) : -CHECKSUM_LENGTH]
     return hmac.compare_digest(secret[-CHECKSUM_LENGTH:], _checksum(body))
+
+
+def contains_secret(text: str) -> bool:
+    """Whether ``text`` holds a key or what looks like one: the prefix in any case (as the
+    logs mask it), or a key's body and checksum without it, inside any run of base62."""
+    if PREFIX in text.lower():
+        return True
+    for run in _BASE62_RUN.findall(text):
+        # The checksum covers the prefix too, so a window whose checksum holds is a key with
+        # its prefix cut off; an ordinary run passes by chance once in 62**6 windows.
+        for end in range(_BODY_LENGTH, len(run) - CHECKSUM_LENGTH + 1):
+            if run[end : end + CHECKSUM_LENGTH] == _checksum(run[end - _BODY_LENGTH : end]):
+                return True
+    return False
 
 
 def hash_secret(secret: str) -> str:

@@ -48,7 +48,8 @@ def name_field(**kwargs) -> Label:
             "description": "Unique among your organization's live keys. Trimmed; at least "
             "one visible letter, digit, punctuation mark or symbol; no control, invisible "
             "format or line-separator characters (the zero-width joiner and non-joiner "
-            "excepted).",
+            "excepted). No API key or anything that looks like one: the evk_ prefix in any "
+            "case, or a key's 38 characters after it.",
             # Named, since no pattern says it plainly; the contract test generates it.
             "format": "label",
             "example": "CI Pipeline",

@@ -6,6 +6,8 @@ import unicodedata
 
 from marshmallow import ValidationError, fields, validate
 
+from apikeys import crypto
+
 #: RFC 3339, UTC, second precision, ``Z`` suffix; stored datetimes are naive UTC.
 RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -57,7 +59,15 @@ def _visible(char: str) -> bool:
 
 class Label(fields.String):
     """A human label: trimmed, no control characters or line breaks, at least one
-    character that shows."""
+    character that shows, and no key or anything that looks like one (a label is shown to
+    others; a secret is shown once)."""
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        label = super().deserialize(value, attr, data, **kwargs)
+        # Read for keys after the field's validators: a label too long to keep is not.
+        if isinstance(label, str) and crypto.contains_secret(label):
+            raise ValidationError("Must not contain an API key or anything that looks like one.")
+        return label
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)

@@ -7,12 +7,15 @@ import pytest
 import time_machine
 from werkzeug.test import TestResponse
 
+from apikeys import crypto
+from apikeys.audit import AuditEvent
 from apikeys.models import ApiKey
 from tests.conftest import bearer
 
 pytestmark = pytest.mark.both_databases
 
 URL = "/api/v1/org/api-keys"
+EVENTS = "/api/v1/org/audit-events"
 LISTED_FIELDS = {
     "id",
     "name",
@@ -76,6 +79,33 @@ def revoke(client, secret: str, key_id: str) -> TestResponse:
 
 def valid(**changes) -> dict:
     return {"name": "CI Pipeline", "scopes": ["read:billing"], **changes}
+
+
+#: A name that carries a key, in the forms crypto.contains_secret finds: each takes the key.
+LEAKY_NAMES = {
+    "whole": lambda secret: f"leak {secret}",
+    "upper-cased": lambda secret: f"leak {secret.upper()}",
+    "prefix-only": lambda secret: f"{crypto.PREFIX}{secret[-4:]} backup",
+    "without-prefix": lambda secret: f"leak {secret[len(crypto.PREFIX) :]}",
+    "without-prefix-glued": lambda secret: f"leak{secret[len(crypto.PREFIX) :]}now",
+}
+
+
+def audit_trail(client, secret: str) -> tuple[str, int]:
+    """The audit log as its organization sees it, and every event stored."""
+    response = client.get(EVENTS, headers=bearer(secret))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data(as_text=True), AuditEvent.select().count()
+
+
+def refuses_the_name(response: TestResponse, secret: str) -> None:
+    """A 400 naming the field, that does not repeat the key it was sent."""
+    problem = error(response, 400, "invalid_request")
+    assert problem["details"] == {
+        "name": ["Must not contain an API key or anything that looks like one."]
+    }
+    text = response.get_data(as_text=True)
+    assert secret not in text and secret[len(crypto.PREFIX) :] not in text
 
 
 # --- list ---------------------------------------------------------------------------------
@@ -249,6 +279,25 @@ def test_create_rejects_invalid_fields(client, admin, body, field):
     problem = error(rejected(client, admin.key, body), 400, "invalid_request")
     assert set(problem["details"]) == {field}
     assert problem["message"]
+
+
+@pytest.mark.parametrize("leaky", LEAKY_NAMES.values(), ids=LEAKY_NAMES.keys())
+def test_create_refuses_a_name_holding_a_key(client, admin, make_key, leaky):
+    secret = make_key(name="victim").key
+    events = audit_trail(client, admin.key)
+
+    refuses_the_name(rejected(client, admin.key, valid(name=leaky(secret))), secret)
+    assert audit_trail(client, admin.key) == events
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ingest-2026-prod-cp-eu-west-1", "Q7hR2mXk9LpT4vNc8WzB1yFd6GsJ3uEa5KoHi0Vb", "Kevin's key"],
+)
+def test_create_accepts_names_that_only_resemble_keys(client, admin, name):
+    response = create(client, admin.key, valid(name=name))
+    assert response.status_code == 201, response.json
+    assert response.json["name"] == name
 
 
 @pytest.mark.parametrize(

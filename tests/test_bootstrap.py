@@ -173,7 +173,9 @@ def test_concurrent_starts_seed_exactly_one_key(database_url, secret, monkeypatc
     assert Organization.select().count() == 1
 
 
-@pytest.mark.parametrize("name", ["   ", "\u3164", "\u200d", "\u2800", "acme\u2028", "x" * 129])
+@pytest.mark.parametrize(
+    "name", ["   ", "\u3164", "\u200d", "\u2800", "acme\u2028", "x" * 129, "acme EVK_0"]
+)
 def test_an_invalid_bootstrap_organization_name_stops_the_app_at_start(
     settings, monkeypatch, secret, name
 ):

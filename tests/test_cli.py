@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from apikeys import crypto, db, scopes
+from apikeys.audit import AuditEvent
 from apikeys.models import ApiKey, Organization
 from app import create_app
 from tests.conftest import bearer, prepared
+from tests.test_api_keys import LEAKY_NAMES
 from tests.test_migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +157,18 @@ def test_orgs_create_refuses_a_taken_name(cli, org):
     assert Organization.select().count() == 1
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 129, "bad\x07name"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "   ",
+        "x" * 129,
+        "bad\x07name",
+        f"acme {crypto.generate_secret()}",
+        f"acme {crypto.generate_secret()[len(crypto.PREFIX) :]}",
+    ],
+    ids=["empty", "blank", "long", "control-character", "key", "key-without-prefix"],
+)
 def test_orgs_create_refuses_a_malformed_name(cli, name):
     result = cli("orgs", "create", name)
 
@@ -252,6 +265,18 @@ def test_keys_create_mistakes_fail_cleanly(cli, make_key, args, message):
 
     assert_clean_failure(result, message)
     assert ApiKey.select().count() == before
+
+
+@pytest.mark.parametrize("leaky", LEAKY_NAMES.values(), ids=LEAKY_NAMES.keys())
+def test_keys_create_refuses_a_name_holding_a_key(cli, make_key, leaky):
+    secret = make_key(name="victim").key
+    before = ApiKey.select().count(), AuditEvent.select().count()
+
+    result = cli("keys", "create", *("--org", "acme", "--name", leaky(secret)), "--all-scopes")
+
+    assert_clean_failure(result, "--name: Must not contain an API key")
+    assert secret not in result.stderr and secret[len(crypto.PREFIX) :] not in result.stderr
+    assert (ApiKey.select().count(), AuditEvent.select().count()) == before
 
 
 def test_keys_list_prints_live_keys_newest_first(cli, org, other_org, make_key):

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from apikeys import crypto, db
+from apikeys.logs import masked
 from apikeys.models import ApiKey
 from tests.conftest import bearer
 
@@ -127,6 +128,86 @@ def test_new_ids_are_opaque_url_safe_and_distinct():
         assert re.fullmatch(r"[A-Za-z0-9_-]+", key_id)
         assert quote(key_id, safe="") == key_id
         assert len(key_id) <= ApiKey.id.max_length
+
+
+def _tail(secret: str) -> str:
+    """What follows the prefix: the random part and the checksum."""
+    return secret[len(crypto.PREFIX) :]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda secret: secret,
+        lambda secret: f"leak {secret}",
+        str.upper,
+        lambda secret: "Evk_" + _tail(secret),
+        lambda secret: crypto.PREFIX + _tail(secret)[:10],
+        _tail,
+        lambda secret: f"leak {_tail(secret)}!",
+        lambda secret: "x" * 50 + _tail(secret) + "Y" * 50,
+        lambda secret: "evk" + _tail(secret),
+    ],
+    ids=[
+        "whole",
+        "inside-a-name",
+        "upper-cased",
+        "mixed-case-prefix",
+        "prefix-and-a-piece",
+        "without-prefix",
+        "without-prefix-between-words",
+        "without-prefix-inside-a-longer-run",
+        "without-the-underscore",
+    ],
+)
+def test_contains_secret_finds_a_key_in_any_of_its_forms(form):
+    for _ in range(20):
+        assert crypto.contains_secret(form(crypto.generate_secret()))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "CI Pipeline",
+        "Production Dashboard",
+        "ingest-2026-prod-cp-eu-west-1",
+        "Kevin's key",
+        "evk",
+        "evk-migration",
+        "Q7hR2mXk9LpT4vNc8WzB1yFd6GsJ3uEa5KoHi0Vb",
+        "0" * 128,
+        "\u00e9" * 128,
+    ],
+)
+def test_contains_secret_passes_ordinary_names(text):
+    assert crypto.contains_secret(text) is False
+
+
+def test_contains_secret_passes_random_alphanumerics_that_are_not_keys():
+    # Each 40-character string has three 38-character windows; a window passes the checksum
+    # by chance once in 62**6, so a thousand strings all pass with certainty but for 5e-8.
+    draw = random.Random(2026)
+    alphabet = string.ascii_letters + string.digits
+    for _ in range(1000):
+        text = "".join(draw.choice(alphabet) for _ in range(40))
+        assert crypto.contains_secret(text) is False, text
+
+
+def test_contains_secret_refuses_whatever_the_logs_mask():
+    # The same prefix rule as the logs: nothing is accepted that a log line would redact.
+    samples = ["evk_", "EVK_", "xEvK_y", "ev\u212a_x", crypto.hint(crypto.generate_secret())]
+    for text in samples:
+        assert masked(text) != text
+        assert crypto.contains_secret(text)
+
+
+def test_a_key_without_its_prefix_needs_its_whole_checksum():
+    # A body alone, or a checksum cut short, holds nothing the checksum can vouch for.
+    secret = crypto.generate_secret()
+    assert not crypto.contains_secret(_tail(secret)[:-1])
+    assert not crypto.contains_secret(_random_part(secret))
+    assert not crypto.contains_secret(_tail(secret).swapcase())
 
 
 def _create(client, admin, name):

@@ -10,7 +10,18 @@ import time_machine
 
 from apikeys.models import ApiKey
 from tests.conftest import bearer
-from tests.test_api_keys import LISTED_FIELDS, URL, error, one, revoke, rfc3339
+from tests.test_api_keys import (
+    LEAKY_NAMES,
+    LISTED_FIELDS,
+    URL,
+    audit_trail,
+    error,
+    listing,
+    one,
+    refuses_the_name,
+    revoke,
+    rfc3339,
+)
 from tests.test_store import all_at_once, call
 
 pytestmark = pytest.mark.both_databases
@@ -139,6 +150,21 @@ def test_bad_bodies_are_400_and_change_nothing(client, admin, make_key, body, fi
     response = error(patch(client, admin.key, target.id, body), 400, "invalid_request")
     assert field in response["details"]
     assert stored(target.id) == before
+
+
+@pytest.mark.parametrize("leaky", LEAKY_NAMES.values(), ids=LEAKY_NAMES.keys())
+def test_a_name_holding_a_key_is_refused_and_nothing_changes(client, admin, make_key, leaky):
+    target = make_key(name="target")
+    before = stored(target.id)
+    keys, events = listing(client, admin.key), audit_trail(client, admin.key)
+
+    # The target's own secret, or another key's: neither may become a name.
+    for secret in (target.key, admin.key):
+        refuses_the_name(patch(client, admin.key, target.id, {"name": leaky(secret)}), secret)
+
+    assert stored(target.id) == before
+    assert listing(client, admin.key) == keys
+    assert audit_trail(client, admin.key) == events
 
 
 @pytest.mark.parametrize(
