@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from marshmallow import ValidationError, fields, validate
@@ -27,6 +28,21 @@ class StrictInteger(fields.Integer):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class QueryInteger(fields.Integer):
+    """A whole number in a query string: ASCII digits only. int() also takes a sign,
+    surrounding white space, underscores and the digits of every other script."""
+
+    default_error_messages = {"invalid": "Not a valid integer: digits 0-9 only."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not _DIGITS.fullmatch(value):
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)
 

@@ -3,11 +3,11 @@
 from marshmallow import Schema, fields, validate
 
 from apikeys.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT
+from schemas.fields import QueryInteger
 
 
 class PageArgsSchema(Schema):
-    limit = fields.Integer(
-        strict=False,  # a query string's values are text
+    limit = QueryInteger(
         validate=validate.Range(min=1, max=MAX_LIMIT),
         load_default=None,
         metadata={"description": f"At most this many items (1 to {MAX_LIMIT}). Omit for all."},

@@ -501,12 +501,27 @@ def test_the_listing_pages_newest_first(client, admin):
     assert times == sorted(times, reverse=True)
 
 
-@pytest.mark.parametrize("query", ["?after=garbage", "?limit=0", "?limit=1001", "?after=%C3%A9"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?after=garbage",
+        "?limit=0",
+        "?limit=1001",
+        "?after=%C3%A9",
+        # int() takes each of these; a limit is ASCII digits.
+        "?limit=%EF%BC%95",
+        "?limit=1_0",
+        "?limit=%2B5",
+        "?limit=%205",
+        "?limit=5%0A",
+    ],
+)
 def test_a_bad_page_request_is_400(client, admin, query):
     response = client.get(EVENTS + query, headers=bearer(admin.key))
 
     assert response.status_code == 400
     assert response.json["error"]["code"] == "invalid_request"
+    assert set(response.json["error"]["details"]) == {query[1:].partition("=")[0]}
 
 
 def test_audit_list_command(cli, client, admin, make_key):
