@@ -25,7 +25,7 @@ from peewee import CharField, DateTimeField, ForeignKeyField, PeeweeException, T
 from apikeys import crypto, db
 from apikeys.logs import masked
 from apikeys.models import BaseModel, Organization, utcnow
-from apikeys.pagination import Page, paginate
+from apikeys.pagination import Listing, Page, paginate
 from schemas.fields import RFC3339
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,10 @@ def _client_text(value: str | None) -> str | None:
     return None if value is None else masked(value[:MAX_CLIENT_TEXT])[:MAX_CLIENT_TEXT]
 
 
+#: GET /api/v1/org/audit-events (and ``audit list``): an organization's events, newest first.
+EVENTS = Listing("audit-events", AuditEvent.time, AuditEvent.id, kind="evt")
+
+
 def _retained(organization_id: str, retention_days: int, now: datetime | None = None):
     oldest = (now or utcnow()) - timedelta(days=retention_days)
     return (
@@ -159,7 +163,7 @@ def events(
 ) -> tuple[Page, int]:
     """A page of the organization's events within retention, newest first, and their total."""
     retained = _retained(organization_id, retention_days)
-    page = paginate(retained, AuditEvent.time, AuditEvent.id, limit, after)
+    page = paginate(EVENTS, retained, organization_id, limit, after)
     return page, retained.order_by().count()
 
 

@@ -18,6 +18,7 @@ CHECKSUM_LENGTH = 6  # a CRC32 in base62 fits in 6 characters.
 SECRET_LENGTH = len(PREFIX) + _BODY_LENGTH + CHECKSUM_LENGTH
 #: Runs of base62 long enough to hold what follows a key's prefix: its body and checksum.
 _BASE62_RUN = re.compile(f"[0-9A-Za-z]{{{_BODY_LENGTH + CHECKSUM_LENGTH},}}")
+_ID_BODY_LENGTH = 20  # base62 characters after an id's kind, about 119 random bits
 
 
 def _base62(number: int, width: int) -> str:
@@ -75,4 +76,10 @@ def hint(secret: str) -> str:
 
 def new_id(kind: str) -> str:
     """An opaque, URL-safe identifier, independent of any secret."""
-    return f"{kind}_" + "".join(secrets.choice(_ALPHABET) for _ in range(20))
+    return f"{kind}_" + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_BODY_LENGTH))
+
+
+def is_id(value: str, kind: str) -> bool:
+    """Whether ``value`` has the form of ``new_id(kind)``."""
+    body = value.removeprefix(f"{kind}_")
+    return body != value and len(body) == _ID_BODY_LENGTH and _ALPHABET_SET.issuperset(body)

@@ -22,8 +22,11 @@ from apikeys.models import (
     RolledKey,
     utcnow,
 )
-from apikeys.pagination import Page, paginate
+from apikeys.pagination import Listing, Page, paginate
 from schemas.fields import clean_name
+
+#: GET /api/v1/org/api-keys: an organization's live keys, newest first.
+KEYS = Listing("api-keys", ApiKey.created_at, ApiKey.id, kind="key")
 
 #: What a PATCH may change.
 CHANGEABLE = ("name", "scopes", "expires_in_days", "rate_limit")
@@ -185,7 +188,7 @@ def page_of_keys(
 ) -> tuple[Page, int]:
     """A page of the organization's live keys, newest first, and how many it has in all."""
     live = ApiKey.live(organization_id)
-    page = paginate(live, ApiKey.created_at, ApiKey.id, limit, after)
+    page = paginate(KEYS, live, organization_id, limit, after)
     return page, live.order_by().count()
 
 

@@ -17,8 +17,8 @@ class PageArgsSchema(Schema):
         load_default=None,
         metadata={
             "description": "The `next_cursor` of the previous page; a cursor this listing did "
-            "not give is 400 invalid_request. Items created after the first page may not "
-            "show; none that stays is shown twice or left out.",
+            "not give your organization is 400 invalid_request. Items created after the "
+            "first page may not show; none that stays is shown twice or left out.",
         },
     )
 

@@ -524,6 +524,24 @@ def test_a_bad_page_request_is_400(client, admin, query):
     assert set(response.json["error"]["details"]) == {query[1:].partition("=")[0]}
 
 
+def test_a_cursor_of_another_organizations_events_is_400(client, admin, make_key, other_org, cli):
+    theirs = make_key(name="theirs", organization=other_org)
+    for number in range(2):
+        create(client, theirs.key, f"k{number}")
+    create(client, admin.key, "ours")
+    cursor = listed(client, theirs.key, "?limit=1")["next_cursor"]
+
+    response = client.get(f"{EVENTS}?limit=1&after={cursor}", headers=bearer(admin.key))
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["code"] == "invalid_request"
+    assert "cursor" in response.json["error"]["message"]
+    assert listed(client, theirs.key, f"?limit=1&after={cursor}")["data"]
+    # The operator's CLI alike: a cursor of globex's log is no cursor of acme's.
+    refused = cli("audit", "list", "--org", "acme", "--after", cursor)
+    assert refused.exit_code == 1 and "cursor" in refused.stderr
+    assert cli("audit", "list", "--org", "globex", "--after", cursor).exit_code == 0
+
+
 def test_audit_list_command(cli, client, admin, make_key):
     for number in range(3):
         make_key(name=f"k{number}")

@@ -210,6 +210,26 @@ def test_a_key_without_its_prefix_needs_its_whole_checksum():
     assert not crypto.contains_secret(_tail(secret).swapcase())
 
 
+def test_an_id_of_a_kind_is_what_new_id_gives_for_it_and_nothing_else():
+    key_id = crypto.new_id("key")
+    body = key_id[len("key_") :]
+
+    assert crypto.is_id(key_id, "key")
+    assert crypto.is_id(crypto.new_id("evt"), "evt")
+    for other in (
+        "evt_" + body,  # another kind
+        body,
+        "key" + body,
+        key_id[:-1],
+        key_id + "A",
+        key_id[:-1] + "-",
+        key_id[:-1] + "\uff15",  # a fullwidth digit
+        "key_x",
+        "",
+    ):
+        assert not crypto.is_id(other, "key"), other
+
+
 def _create(client, admin, name):
     response = client.post(
         URL, headers=bearer(admin.key), json={"name": name, "scopes": ["read:billing"]}

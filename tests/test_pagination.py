@@ -218,6 +218,91 @@ def test_a_limit_outside_1_to_1000_is_400(client, admin, limit):
     assert "limit" in response.json["error"]["details"]
 
 
+def refused(client, secret: str, cursor: str, url: str = URL) -> None:
+    response = client.get(f"{url}?limit=2&after={quote(cursor)}", headers=bearer(secret))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert set(response.json) == {"error"}
+    assert response.json["error"]["code"] == "invalid_request"
+    assert "cursor" in response.json["error"]["message"]
+    assert "after" in response.json["error"]["details"]
+
+
+def parts(cursor: str) -> list:
+    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+
+
+def issued(client, secret: str, url: str = URL) -> str:
+    response = client.get(f"{url}?limit=1", headers=bearer(secret))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json["next_cursor"], response.json
+    return response.json["next_cursor"]
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        "2026-12-03",
+        "2026-12-03 17:18:34",
+        "2026-12-03T17:18:34",
+        "2026-12-03T17:18:34.123",
+        "2026-12-03 17:18:34.123456",
+        "2026-12-03T17:18:34.123456Z",
+        "20261203T171834.123456",
+        "9999-12-31T23:59:59.999999",
+    ],
+)
+def test_a_cursor_with_a_time_or_id_the_service_did_not_write_is_400(client, admin, make_key, time):
+    make_key(name="second")
+    _, key_id, *rest = parts(issued(client, admin.key))
+
+    refused(client, admin.key, cursor_of([time, "key_x"]))
+    refused(client, admin.key, cursor_of([time, key_id]))  # the form cursors had before
+    refused(client, admin.key, cursor_of([time, key_id, *rest]))
+
+
+def test_an_issued_cursor_changed_in_any_part_is_400(client, admin, make_key):
+    for number in range(3):
+        make_key(name=f"k{number}")
+    cursor = issued(client, admin.key)
+    time, key_id, *rest = parts(cursor)
+    another = page(client, admin.key)["data"][-1]["id"]
+    later = time[:-1] + ("1" if time[-1] != "1" else "2")
+    evt = "evt_" + key_id[len("key_") :]
+
+    for changed in (
+        [later, key_id, *rest],
+        [time, another, *rest],
+        [time, evt, *rest],
+        [time, key_id + "A", *rest],
+        [time, key_id],
+        [time, key_id, *rest, "more"],
+    ):
+        refused(client, admin.key, cursor_of(changed))
+    refused(client, admin.key, cursor + "=" * (-len(cursor) % 4 or 4))
+    refused(client, admin.key, cursor_of(parts(cursor)))  # JSON written with spaces
+    # What was changed back is the cursor the service gave, and it works.
+    assert page(client, admin.key, limit=1, after=cursor)["data"]
+
+
+def test_a_cursor_of_another_organization_is_400(client, admin, make_key, other_org):
+    make_key(name="second")
+    theirs = [make_key(name=f"theirs-{number}", organization=other_org) for number in range(3)]
+    their_cursor = issued(client, theirs[0].key)
+
+    refused(client, admin.key, their_cursor)
+    # The same cursor in its own organization goes on as before.
+    assert page(client, theirs[0].key, limit=1, after=their_cursor)["data"]
+
+
+def test_a_cursor_of_the_audit_log_is_400_here_and_the_other_way_round(client, admin, make_key):
+    for number in range(3):
+        make_key(name=f"k{number}")
+    events = "/api/v1/org/audit-events"
+
+    refused(client, admin.key, issued(client, admin.key, events))
+    refused(client, admin.key, issued(client, admin.key), events)
+
+
 def test_a_cursor_is_no_use_without_the_scope_or_a_key(client, make_key):
     reader = make_key(key_scopes=["read:billing"])
 
