@@ -50,6 +50,9 @@ def from_environment(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "RATE_LIMIT_FAILED_AUTH": env.get("RATE_LIMIT_FAILED_AUTH") or "60/minute",
         # The most a key's own rate_limit may allow; unset: RATE_LIMIT_PER_KEY.
         "RATE_LIMIT_MAX_PER_KEY": env.get("RATE_LIMIT_MAX_PER_KEY") or None,
+        # flask-limiter's own setting: what budgets are named under in the storage, so that
+        # deployments sharing one Redis database count apart.
+        "RATELIMIT_KEY_PREFIX": env.get("RATELIMIT_KEY_PREFIX", "").strip(),
         "LAST_USED_INTERVAL_SECONDS": _int(env, "LAST_USED_INTERVAL_SECONDS", 60),
         # Connections per process; a request waits this many seconds for one, then 503.
         "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 32),

@@ -10,7 +10,7 @@ import time
 import pytest
 from peewee import OperationalError
 
-from apikeys import crypto, db
+from apikeys import config, crypto, db
 from app import create_app
 from tests.conftest import bearer, prepared
 from tests.servers import free_port
@@ -206,6 +206,37 @@ def test_instances_with_other_prefixes_do_not_share(app, settings, admin):
         assert first.get(URL, headers=bearer(admin.key)).status_code == 200
     assert_rate_limited(first.get(URL, headers=bearer(admin.key)))
     assert second.test_client().get(URL, headers=bearer(admin.key)).status_code == 200
+
+
+def test_the_prefix_is_read_from_the_environment_and_empty_by_default():
+    assert config.from_environment({})["RATELIMIT_KEY_PREFIX"] == ""
+    assert config.from_environment({"RATELIMIT_KEY_PREFIX": "eu-1"})["RATELIMIT_KEY_PREFIX"] == (
+        "eu-1"
+    )
+
+
+def test_deployments_on_one_redis_keep_their_budgets_apart_by_the_prefix_in_their_environment(
+    settings, admin, redis_client, redis_prefix, monkeypatch
+):
+    # Two deployments on one Redis database (and, here, one database of keys too), each
+    # told its prefix by its environment alone.
+    shared = {name: value for name, value in settings.items() if name != "RATELIMIT_KEY_PREFIX"}
+
+    def deployment(prefix: str):
+        monkeypatch.setenv("RATELIMIT_KEY_PREFIX", prefix)
+        return create_app(shared).test_client()
+
+    first, second = deployment(f"{redis_prefix}-a"), deployment(f"{redis_prefix}-b")
+    first_again = deployment(f"{redis_prefix}-a")
+    for _ in range(3):
+        assert first.get(URL, headers=bearer(admin.key)).status_code == 200
+    assert_rate_limited(first.get(URL, headers=bearer(admin.key)))
+
+    assert second.get(URL, headers=bearer(admin.key)).status_code == 200
+    assert_rate_limited(first_again.get(URL, headers=bearer(admin.key)))  # the same budget
+    names = {name.decode() for name in redis_client.scan_iter(f"*{redis_prefix}*")}
+    assert any(f"{redis_prefix}-a/" in name for name in names), names
+    assert any(f"{redis_prefix}-b/" in name for name in names), names
 
 
 # Without Redis
