@@ -218,6 +218,24 @@ def test_a_limit_outside_1_to_1000_is_400(client, admin, limit):
     assert "limit" in response.json["error"]["details"]
 
 
+@pytest.mark.parametrize("url", [URL, "/api/v1/org/audit-events"])
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("limit=1&limit=2", "limit"), ("limit=1&limit=x", "limit"), ("after=a&after=b", "after")],
+)
+def test_a_parameter_given_twice_is_400(client, admin, url, query, named):
+    response = client.get(f"{url}?{query}", headers=bearer(admin.key))
+
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"]["code"] == "invalid_request"
+    assert list(response.json["error"]["details"]) == [named]
+
+
+def test_a_parameter_the_listing_does_not_read_may_repeat(client, admin):
+    response = client.get(f"{URL}?limit=1&x=1&x=2", headers=bearer(admin.key))
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def refused(client, secret: str, cursor: str, url: str = URL) -> None:
     response = client.get(f"{url}?limit=2&after={quote(cursor)}", headers=bearer(secret))
     assert response.status_code == 400, response.get_data(as_text=True)

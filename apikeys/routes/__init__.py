@@ -40,7 +40,8 @@ def _constant(name: str) -> None:
 
 class _Parser(FlaskParser):
     """webargs' parser, stricter: UTF-8 JSON (RFC 8259) with no repeated key, no NaN and no
-    Infinity; a body too deep or a number too long is invalid JSON too."""
+    Infinity; a body too deep or a number too long is invalid JSON too; no query parameter
+    given twice."""
 
     def load_json(self, req, schema):
         body = req.get_data(cache=True)
@@ -63,6 +64,20 @@ class _Parser(FlaskParser):
             # Not only JSONDecodeError: UnicodeDecodeError, the digit limit of int() and
             # the recursion limit too; a 400, never a 500.
             self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
+
+
+    def load_querystring(self, req, schema):
+        # webargs takes a repeated parameter's first value and drops the rest: which one a
+        # client (or a proxy in front) meant is not ours to guess.
+        repeated = sorted(
+            name for name in req.args if name in schema.fields and len(req.args.getlist(name)) > 1
+        )
+        if repeated:
+            raise InvalidRequest(
+                f"{repeated[0]} is given more than once; give it once",
+                details={name: ["Given more than once."] for name in repeated},
+            )
+        return super().load_querystring(req, schema)
 
 
 class Blueprint(flask_smorest.Blueprint):
