@@ -113,7 +113,10 @@ def update_key(
             scopes.ensure_grantable(fields.get("scopes", api_key.scopes), grantor_scopes, refusal)
         if "expires_in_days" in changes:
             fields["expires_at"] = _expiry(changes["expires_in_days"], now)
-            OrganizationPolicy.of(organization_id).ensure_allows(fields["expires_at"], now)
+            # Only a new expiry is the policy's to judge: the key's own (no expiry, given
+            # again) changes nothing, as for every other field.
+            if fields["expires_at"] != api_key.expires_at:
+                OrganizationPolicy.of(organization_id).ensure_allows(fields["expires_at"], now)
         changed = audit.diff({name: getattr(api_key, name) for name in fields}, fields)
         # Values equal to the key's own change nothing: no write, and no event to record.
         if changed:

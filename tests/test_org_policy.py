@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
+from apikeys.audit import AuditEvent
 from apikeys.models import ApiKey
 from tests.conftest import bearer
 from tests.test_api_keys import URL, create, error
@@ -119,6 +120,19 @@ def test_patch_of_other_fields_leaves_a_key_made_before_the_policy_alone(
     response = patch(client, admin.key, target.id, {"name": "renamed", "scopes": ["read:billing"]})
     assert response.status_code == 200
     assert response.json["expires_at"] is None
+
+
+def test_patch_giving_a_key_made_before_the_policy_its_own_expiry_again_is_no_change(
+    cli, client, admin, make_key
+):
+    """What a client read, sent back (read, modify, write): the key never expired."""
+    target = make_key(name="old")
+    policy(cli, "acme", "--require-expiry")
+    events = AuditEvent.select().count()
+    response = patch(client, admin.key, target.id, {"name": "old", "expires_in_days": None})
+    assert response.status_code == 200, response.json
+    assert response.json["expires_at"] is None
+    assert AuditEvent.select().count() == events
 
 
 def test_roll_of_a_key_whose_expiry_breaks_a_later_policy_is_refused(cli, client, admin, make_key):
