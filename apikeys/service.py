@@ -239,7 +239,9 @@ def bootstrap(secret: str, organization_name: str) -> None:
         if seeded():
             return
         organization = Organization.ensure(organization_name)
-        name = f"bootstrap {crypto.hint(secret)}"
+        # Its last four characters tell it apart, and without the keys' prefix a client
+        # may send the name back as it read it (a name with the prefix is refused).
+        name = f"bootstrap ...{secret[-4:]}"
         try:
             issued = ApiKey.issue(organization.id, name, scopes.SCOPES, secret=secret)
         except NameTaken:

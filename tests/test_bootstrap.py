@@ -63,6 +63,19 @@ def test_seeds_a_key_with_every_scope_in_the_default_organization(start, secret)
     assert created.status_code == 201
 
 
+def test_the_bootstrap_keys_name_may_be_sent_back_as_it_was_read(start, secret):
+    client = start().test_client()
+    [key] = client.get("/api/v1/org/api-keys", headers=bearer(secret)).json["data"]
+    assert key["name"] == f"bootstrap ...{secret[-4:]}"
+
+    unchanged = client.patch(
+        f"/api/v1/org/api-keys/{key['id']}", headers=bearer(secret), json={"name": key["name"]}
+    )
+
+    assert unchanged.status_code == 200, unchanged.json
+    assert unchanged.json == key
+
+
 def test_seeds_into_the_organization_named_by_apikeys_bootstrap_org(start, secret, monkeypatch):
     monkeypatch.setenv("APIKEYS_BOOTSTRAP_ORG", "fleet-ops")
 
