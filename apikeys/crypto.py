@@ -8,6 +8,7 @@ import re
 import secrets
 import string
 import zlib
+from collections.abc import Iterator
 
 #: Fixed, greppable prefix so that secret scanners can spot leaked keys.
 PREFIX = "evk_"
@@ -16,8 +17,13 @@ _ALPHABET_SET = frozenset(_ALPHABET)
 _BODY_LENGTH = 32  # 32 base62 characters carry about 190 random bits.
 CHECKSUM_LENGTH = 6  # a CRC32 in base62 fits in 6 characters.
 SECRET_LENGTH = len(PREFIX) + _BODY_LENGTH + CHECKSUM_LENGTH
+#: What stands in for a key, or part of one, wherever text is shown or written.
+MASK = "[redacted]"
+#: A key, or what is left of one: the prefix and the base62 characters after it.
+_KEY = re.compile(re.escape(PREFIX) + "[A-Za-z0-9]*", re.IGNORECASE)
 #: Runs of base62 long enough to hold what follows a key's prefix: its body and checksum.
-_BASE62_RUN = re.compile(f"[0-9A-Za-z]{{{_BODY_LENGTH + CHECKSUM_LENGTH},}}")
+BARE_LENGTH = _BODY_LENGTH + CHECKSUM_LENGTH
+_BASE62_RUN = re.compile(f"[0-9A-Za-z]{{{BARE_LENGTH},}}")
 _ID_BODY_LENGTH = 20  # base62 characters after an id's kind, about 119 random bits
 
 
@@ -53,15 +59,39 @@ def is_well_formed(secret: str) -> bool:
 def contains_secret(text: str) -> bool:
     """Whether ``text`` holds a key or what looks like one: the prefix in any case (as the
     logs mask it), or a key's body and checksum without it, inside any run of base62."""
-    if PREFIX in text.lower():
-        return True
-    for run in _BASE62_RUN.findall(text):
+    return PREFIX in text.lower() or next(_bare_keys(text), None) is not None
+
+
+def masked_bare(text: str) -> str:
+    """``text`` with every key's body and checksum masked, prefix or not (``masked`` does
+    the cheaper part)."""
+    pieces, shown = [], 0
+    for start, end in _bare_keys(text):
+        if start >= shown:
+            pieces += [text[shown:start], MASK]
+            shown = end
+    return "".join(pieces) + text[shown:] if pieces else text
+
+
+def _bare_keys(text: str) -> Iterator[tuple[int, int]]:
+    """Where in ``text`` a key's body and checksum stand, as (start, end)."""
+    for run in _BASE62_RUN.finditer(text):
+        chars, offset = run.group(), run.start()
         # The checksum covers the prefix too, so a window whose checksum holds is a key with
         # its prefix cut off; an ordinary run passes by chance once in 62**6 windows.
-        for end in range(_BODY_LENGTH, len(run) - CHECKSUM_LENGTH + 1):
-            if run[end : end + CHECKSUM_LENGTH] == _checksum(run[end - _BODY_LENGTH : end]):
-                return True
-    return False
+        for end in range(_BODY_LENGTH, len(chars) - CHECKSUM_LENGTH + 1):
+            if chars[end : end + CHECKSUM_LENGTH] == _checksum(chars[end - _BODY_LENGTH : end]):
+                yield offset + end - _BODY_LENGTH, offset + end + CHECKSUM_LENGTH
+
+
+def masked(text: str) -> str:
+    """``text`` with every key in it, or part of one, masked: whatever follows the prefix.
+    Every key of the service, whole, cut short or mistyped, starts with it: it is what the
+    prefix is for (``contains_secret`` also finds a key without it, at a higher cost)."""
+    # The plain test first: a case-blind regex takes five times as long on a clean line.
+    if PREFIX not in text.lower():
+        return text
+    return _KEY.sub(MASK, text)
 
 
 def hash_secret(secret: str) -> str:

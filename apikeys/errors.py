@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from apikeys.crypto import masked
+
 
 class ServiceError(Exception):
     """A failure the caller can act on; ``status`` and ``code`` say how it reads over HTTP."""
@@ -18,8 +20,9 @@ class ServiceError(Exception):
     headers: dict[str, str] = {}
 
     def __init__(self, message: str | None = None, details: Any = None) -> None:
-        super().__init__(message or self.message)
-        self.message = message or self.message
+        # A message may quote what a caller sent (an id, a scope): never a key.
+        self.message = masked(message or self.message)
+        super().__init__(self.message)
         self.details = details
 
 

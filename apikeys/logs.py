@@ -9,7 +9,8 @@ No secret is ever written: the request line has no headers, body or query string
 every line, whatever wrote it (a path, a method, peewee's queries at DEBUG, a traceback),
 is written with anything that starts with the keys' prefix masked. Every key of the
 service, whole, cut short or mistyped, starts with that prefix: it is what the prefix is
-for.
+for. A key without it (its body and checksum) is masked in the request line's path, and
+an ``X-Request-ID`` holding one is replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from apikeys.auth import header
-from apikeys.crypto import PREFIX
+from apikeys.crypto import BARE_LENGTH, contains_secret, masked, masked_bare
 from apikeys.process import process_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -35,10 +36,6 @@ REQUEST_ID_HEADER = "X-Request-ID"
 log = logging.getLogger("apikeys.request")
 
 _WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-#: A key, or what is left of one: the prefix and the base62 characters after it.
-_KEY = re.compile(re.escape(PREFIX) + "[A-Za-z0-9]*", re.IGNORECASE)
-_FOLDED_PREFIX = PREFIX.lower()
-MASK = "[redacted]"
 #: The request line's fields besides the method, path and status of its message.
 _CONTEXT = ("request_id", "duration_ms", "remote_addr", "key_id", "org_id")
 #: Every field a request line may carry besides logging's own, in the order written.
@@ -181,14 +178,6 @@ def configure(log_format: str, level: str) -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
-def masked(text: str) -> str:
-    """``text`` with every key in it, or part of one, masked."""
-    # The plain test first: a case-blind regex takes five times as long on a clean line.
-    if _FOLDED_PREFIX not in text.lower():
-        return text
-    return _KEY.sub(MASK, text)
-
-
 def request_id() -> str:
     """The current request's id."""
     return g.request_id
@@ -198,11 +187,7 @@ def request_id_from(presented: str | None) -> str:
     """The id of a request whose ``X-Request-ID`` is ``presented``: that one when it is
     well formed, otherwise a new one."""
     # A key in X-Request-ID would reach the log; such an id is replaced, not masked.
-    if (
-        presented
-        and _WELL_FORMED_ID.fullmatch(presented)
-        and _FOLDED_PREFIX not in presented.lower()
-    ):
+    if presented and _WELL_FORMED_ID.fullmatch(presented) and not contains_secret(presented):
         return presented
     # Unique, not secret: Python's generator (reseeded in a forked child) rather than the
     # system's, whose read is a system call on every request.
@@ -223,6 +208,10 @@ def log_request(
     and was answered ``status``; ``path`` without its query string."""
     if not log.isEnabledFor(logging.INFO):
         return
+    if len(path) >= BARE_LENGTH:
+        # A key without its prefix (which every line is masked for) takes a search to find:
+        # made only in a path long enough to hold one, the one place a client puts text.
+        path = masked_bare(masked(path))
     fields = {
         "request_id": request_id,
         "method": method,

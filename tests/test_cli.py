@@ -322,6 +322,21 @@ def test_keys_revoke_of_an_unknown_or_revoked_key_fails_cleanly(cli, admin):
     assert ApiKey.get_by_id(admin.id).revoked_at == revoked_at
 
 
+def test_a_key_given_where_an_id_org_or_scope_goes_is_never_printed_back(cli, admin, org):
+    secret = admin.key
+    for args in (
+        ("keys", "revoke", secret),
+        ("keys", "list", "--org", secret),
+        ("keys", "create", "--org", secret, "--name", "x", "--scope", "read:billing"),
+        ("keys", "create", "--org", org.id, "--name", "x", "--scope", secret),
+        ("orgs", "policy", secret, "--require-expiry"),
+        ("audit", "list", "--org", secret),
+    ):
+        result = cli(*args)
+        assert_clean_failure(result, "[redacted]")
+        assert secret not in result.stderr and secret[4:] not in result.stderr
+
+
 def test_a_revoked_keys_name_can_be_reused(cli, make_key):
     old = make_key(name="ci")
     cli("keys", "revoke", old.id)

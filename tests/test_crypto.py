@@ -275,3 +275,14 @@ def test_sqlite_file_holds_no_secret(client, admin, tmp_path):
         assert secret.encode() not in contents
         assert _random_part(secret).encode() not in contents
         assert secret.encode("utf-16-le") not in contents
+
+
+def test_masked_bare_masks_every_key_body_and_checksum_and_nothing_else():
+    first, second = (crypto.generate_secret() for _ in range(2))
+    bare = second[len(crypto.PREFIX) :]
+    text = f"/a/{bare}/b?{first}&c=ingest-2026-prod-cp-eu-west-1"
+    assert (
+        crypto.masked_bare(text) == "/a/[redacted]/b?evk_[redacted]&c=ingest-2026-prod-cp-eu-west-1"
+    )
+    plain = "x" * 40 + "/" + "Ab1" * 30
+    assert crypto.masked_bare(plain) == plain

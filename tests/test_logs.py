@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from apikeys import logs
+from apikeys import crypto, logs
 from apikeys.config import ConfigError, from_environment
 from app import create_app
 from tests.conftest import bearer, prepared
@@ -202,6 +202,18 @@ def test_an_operators_handler_sees_every_request_line(client, lines):
         requests.removeHandler(collect)
     assert seen == ["GET /healthz 200"]
     assert [line["message"] for line in request_lines(lines())] == ["GET /healthz 200"]
+
+
+def test_a_key_without_its_prefix_is_masked_in_the_path_and_never_kept_as_an_id(
+    client, admin, lines
+):
+    bare = crypto.generate_secret()[len(crypto.PREFIX) :]
+    client.get(f"/api/v1/org/api-keys/x{bare}y", headers=bearer(admin.key))
+    client.get("/healthz", headers={"X-Request-ID": bare})
+    keyed, health = request_lines(lines())
+    assert keyed["path"] == "/api/v1/org/api-keys/x[redacted]y"
+    assert bare not in json.dumps(keyed)
+    assert GENERATED_ID.fullmatch(health["request_id"])
 
 
 def test_remote_addr_is_the_client_behind_a_trusted_proxy(settings, lines):

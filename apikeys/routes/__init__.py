@@ -65,7 +65,6 @@ class _Parser(FlaskParser):
             # the recursion limit too; a 400, never a 500.
             self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
 
-
     def load_querystring(self, req, schema):
         # webargs takes a repeated parameter's first value and drops the rest: which one a
         # client (or a proxy in front) meant is not ours to guess.
