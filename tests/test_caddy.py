@@ -169,6 +169,13 @@ def test_the_backend_hears_the_checks_request_id(stack, reader):
     assert [line["path"] for line in logged] == ["/api/v1/auth/check"]
 
 
+def test_a_query_with_commas_reaches_the_backend(stack, reader):
+    path = "/api/v1/charge_points?ids=cp-1,cp-2"
+    reply = stack.request("GET", path, bearer(reader.secret))
+    assert reply.status == 200, reply.body
+    assert reply.json()["path"] == path
+
+
 def test_a_write_reaches_the_backend_with_its_body(stack):
     writer = stack.key("write:charge_points")
     body = json.dumps({"name": "CP 7"}).encode()

@@ -179,6 +179,13 @@ PATH_TRICKS = [
     ("/api/v1/sessions?next=/api/v1/charge_points", 403),
     ("/?x=/api/v1/charge_points", 403),
     ("/api/v1/charge_points/\\..\\..\\sessions", 403),
+    # A comma in the query is the query's own; in the path, or before what starts as
+    # another URI, it may be two joined copies of the header.
+    ("/api/v1/charge_points?ids=cp-1,cp-2&fields=a,b", 200),
+    ("/api/v1/charge_points/cp-1,cp-2", 403),
+    ("/api/v1/charge_points?x,/api/v1/sessions", 403),
+    ("/api/v1/charge_points?next=a,http://h/api/v1/sessions", 403),
+    ("/api/v1/charge_points?x, /api/v1/billing", 200),
 ]
 
 

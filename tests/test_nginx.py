@@ -101,6 +101,13 @@ def test_a_valid_key_reaches_the_backend_with_the_checks_identity(stack, reader)
     assert int(reply.headers["RateLimit-Remaining"]) < PER_KEY
 
 
+def test_a_query_with_commas_reaches_the_backend(stack, reader):
+    path = "/api/v1/charge_points?ids=cp-1,cp-2"
+    reply = stack.request("GET", path, bearer(reader.secret))
+    assert reply.status == 200, reply.body
+    assert reply.json()["path"] == path
+
+
 def test_a_write_reaches_the_backend_with_its_body(stack):
     writer = stack.key("write:charge_points")
     body = json.dumps({"name": "CP 7"}).encode()

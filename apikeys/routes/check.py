@@ -11,9 +11,10 @@ The key must hold the scope that every one of them present asks for. Proxies pas
 client's own headers on to the check, so a client could add one of these headers; it can
 only narrow what passes, never widen it (a precedence would let it pick its own scope).
 For the same reason the check fails closed on anything it cannot read as one value: a
-header it reads sent twice is a 400 (servers join the copies into one value), and a URI
-with a comma, which is what two joined URIs look like, is denied, as is a URI that is not
-ASCII (``apikeys.serving`` names it, without its value). Headers with ``_`` in
+header it reads sent twice is a 400 (servers join the copies into one value), a URI with
+a comma in its path, which is what two joined URIs look like, is denied (``_route_scopes``
+says how one in the query is read), as is a URI that is not ASCII (``apikeys.serving``
+names it, without its value). Headers with ``_`` in
 their name never reach it (``apikeys.serving`` and werkzeug's server drop them), so
 ``X_Original_URI`` cannot stand in for ``X-Original-URI``.
 """
@@ -123,24 +124,46 @@ def required_scopes(environ: Mapping[str, str], policy: Policy) -> list[str]:
     for method_header, uri_header in ROUTE_HEADERS:
         method = header(environ, method_header, "").strip()
         uri = header(environ, uri_header, "").strip()
-        # A comma is what two joined copies of the header look like: never judge half. A
-        # hidden URI (not ASCII: a client's raw bytes passed on) cannot be judged either.
-        unjudgeable = "," in uri or uri_header.lower() in hidden
-        if not method and not uri and not unjudgeable:
+        # Hidden: not ASCII (a client's raw bytes, passed on), so it cannot be judged.
+        hidden_uri = uri_header.lower() in hidden
+        if not method and not uri and not hidden_uri:
             continue
-        if not unjudgeable and (not method or not uri):
+        if not hidden_uri and (not method or not uri):
             missing = uri_header if method else method_header
             raise InvalidRequest(f"{missing} is missing; send it with {method or uri_header}")
-        route_scope = None if unjudgeable else policy.required_scope(method, uri)
-        if route_scope is None:
+        route_scopes = None if hidden_uri else _route_scopes(policy, method, uri)
+        if route_scopes is None:
             raise Forbidden("The route policy allows no key this method on this path")
-        required.append(route_scope)
+        required.extend(route_scopes)
     if not required:
         raise InvalidRequest(
             "Say what to check: X-Required-Scope, X-Original-Method and X-Original-URI, "
             "or X-Forwarded-Method and X-Forwarded-Uri"
         )
     return required
+
+
+def _route_scopes(policy: Policy, method: str, uri: str) -> list[str] | None:
+    """Every scope a ``method`` request to ``uri`` needs; None if the policy denies it.
+
+    A comma may be two copies of the header joined into one (by a server that does not
+    say so, or a proxy that appends): one in the path is never judged, as either reading
+    could be the real one. One in the query is the query's own (``?ids=1,2``), unless what
+    follows it starts as a URI does: that is judged as well, so a joined copy can only add
+    to what the key needs.
+    """
+    path, _, query = uri.partition("?")
+    if "," in path:
+        return None
+    pieces = (piece.strip() for piece in query.split(",")[1:])
+    joined = [piece for piece in pieces if piece.startswith(("/", "*")) or "://" in piece]
+    scopes = []
+    for each in (uri, *joined):
+        scope = policy.required_scope(method, each)
+        if scope is None:
+            return None
+        scopes.append(scope)
+    return scopes
 
 
 @blp.route("/check", methods=list(METHODS))
