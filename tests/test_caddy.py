@@ -196,6 +196,8 @@ def test_without_a_valid_key_the_client_gets_the_services_401(stack, headers):
     assert_refused(reply, 401, "unauthorized")
     assert reply.json() == UNAUTHORIZED
     assert reply.headers.get_all("WWW-Authenticate") == ['Bearer realm="api"']
+    assert reply.headers.get_all("Server") == ["Caddy"]
+    assert "X-Auth-Error" not in reply.headers
 
 
 def test_a_key_without_the_scope_gets_the_services_403(stack, reader):
