@@ -1,0 +1,81 @@
+"""What every proxy configuration in deploy/ holds in front of the check, the same way.
+
+Each proxy's test module subclasses ``ProxyContract``; pytest runs the tests there with
+that module's fixtures: ``stack`` (the proxy in front of serve.py and an echoing backend)
+and ``reader`` (a key of its own that reads charge points and nothing else).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import bearer
+from tests.servers import PROXIED_PER_KEY as PER_KEY
+from tests.servers import (
+    SPOOFED,
+    WIDENING,
+    assert_heard_only_the_check,
+    assert_refused,
+    spoofed_id,
+)
+
+
+class ProxyContract:
+    def test_a_query_with_commas_reaches_the_backend(self, stack, reader):
+        path = "/api/v1/charge_points?ids=cp-1,cp-2"
+        reply = stack.request("GET", path, bearer(reader.secret))
+        assert reply.status == 200, reply.body
+        assert reply.json()["path"] == path
+
+    def test_a_key_without_the_scope_gets_the_services_403(self, stack, reader):
+        reply = stack.request(
+            "POST", "/api/v1/charge_points", {**bearer(reader.secret), "X-Request-ID": "trace-43"}
+        )
+        error = assert_refused(reply, 403, "forbidden")
+        assert reply.headers["X-Request-ID"] == "trace-43"
+        assert "write:charge_points" in error["error"]["message"]
+        assert reply.headers["RateLimit-Limit"] == str(PER_KEY)
+
+    @pytest.mark.parametrize("spoofed", SPOOFED, ids=spoofed_id)
+    def test_a_clients_own_check_headers_never_reach_the_backend(self, stack, reader, spoofed):
+        reply = stack.request(
+            "GET", "/api/v1/charge_points/cp-1", [*bearer(reader.secret).items(), *spoofed]
+        )
+        assert reply.status == 200, reply.body
+        assert_heard_only_the_check(reply, reader, "read:charge_points")
+
+    @pytest.mark.parametrize("method, path, spoofed", WIDENING.values(), ids=WIDENING)
+    def test_a_clients_own_check_headers_never_widen(self, stack, reader, method, path, spoofed):
+        reply = stack.request(method, path, [*bearer(reader.secret).items(), *spoofed])
+        assert_refused(reply, 403, "forbidden")
+
+    @pytest.mark.parametrize(
+        "method, path",
+        [
+            ("GET", "/admin"),
+            ("POST", "/api/v1/analytics/reports"),
+            ("FOO", "/api/v1/charge_points/cp-1"),
+            ("GET", "/api/v1/charge_points/../billing/invoices"),
+            ("GET", "/api/v1/charge_points/%2e%2e/billing"),
+            ("GET", "/api/v1/charge_points/a%2Fb"),
+            ("GET", "/api/v1/charge_points/a,/api/v1/billing/x"),
+        ],
+    )
+    def test_a_route_the_policy_does_not_know_is_403(self, stack, reader, method, path):
+        reply = stack.request(method, path, bearer(reader.secret))
+        assert_refused(reply, 403, "forbidden")
+
+    def test_a_rate_limited_key_gets_the_services_429(self, stack):
+        limited = stack.key("read:charge_points")
+        # Each of the two workers counts its own budget (no Redis here): at most twice the limit.
+        for _ in range(2 * PER_KEY + 1):
+            reply = stack.request("GET", "/api/v1/charge_points/cp-1", bearer(limited.secret))
+            if reply.status != 200:
+                break
+        assert_refused(reply, 429, "rate_limited")
+        assert reply.json()["error"]["message"].startswith("Too many requests")
+        assert 0 < int(reply.headers["Retry-After"]) <= 61
+        assert reply.headers["RateLimit-Limit"] == str(PER_KEY)
+        assert reply.headers["RateLimit-Remaining"] == "0"
+        assert 0 < int(reply.headers["RateLimit-Reset"]) <= 61
+        assert reply.headers.get_all("RateLimit-Limit") == [str(PER_KEY)]
