@@ -7,17 +7,46 @@ and ``reader`` (a key of its own that reads charge points and nothing else).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from apikeys import crypto
 from tests.conftest import bearer
 from tests.servers import PROXIED_PER_KEY as PER_KEY
 from tests.servers import (
     SPOOFED,
+    UNAUTHORIZED,
     WIDENING,
+    Key,
+    Stack,
     assert_heard_only_the_check,
     assert_refused,
     spoofed_id,
 )
+
+#: What a client may send through any proxy, and gets no 5xx for.
+NEVER_A_5XX = {
+    "bogus-scope": [("X-Required-Scope", "bogus")],
+    "lone-forwarded-method": [("X-Forwarded-Method", "POST")],
+    "long-original-uri": [("X-Original-URI", "x" * 7000)],
+    "header-over-8k": [("X-Big", "x" * 9000)],
+    "headers-over-32k": [(f"X-Many-{i}", "y" * 1000) for i in range(40)],
+    "long-authorization": [("Authorization", "Bearer " + "a" * 7000)],
+    "bad-request-id": [("X-Request-ID", "bad id\t!")],
+}
+
+
+def assert_not_a_5xx(stack: Stack, reader: Key, headers: list[tuple[str, str]]) -> None:
+    """``headers`` sent with the reader's key (unless they present one): no 5xx, and any
+    refusal in the service's shape."""
+    presents_a_key = {name.lower() for name, _ in headers} & {"authorization", "x-api-key"}
+    key = [] if presents_a_key else list(bearer(reader.secret).items())
+    reply = stack.request("GET", "/api/v1/charge_points/cp-1", key + headers)
+    assert reply.status < 500, (reply.status, reply.body)
+    if reply.status >= 400:
+        assert reply.headers["Content-Type"] == "application/json"
+        assert reply.json()["error"]["code"]
 
 
 class ProxyContract:
@@ -79,3 +108,27 @@ class ProxyContract:
         assert reply.headers["RateLimit-Remaining"] == "0"
         assert 0 < int(reply.headers["RateLimit-Reset"]) <= 61
         assert reply.headers.get_all("RateLimit-Limit") == [str(PER_KEY)]
+
+    def test_a_write_reaches_the_backend_with_its_body(self, stack):
+        writer = stack.key("write:charge_points")
+        body = json.dumps({"name": "CP 7"}).encode()
+        headers = {**bearer(writer.secret), "Content-Type": "application/json"}
+        reply = stack.request("POST", "/api/v1/charge_points", headers, body)
+        assert reply.status == 200, reply.body
+        assert (reply.json()["method"], reply.json()["body"]) == ("POST", '{"name": "CP 7"}')
+        assert reply.heard_values("X-Auth-Scopes") == ["write:charge_points"]
+
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, bearer("not-a-key"), bearer(crypto.generate_secret()), {"X-API-Key": "evk_nope"}],
+        ids=["no-key", "malformed", "unknown", "x-api-key"],
+    )
+    def test_without_a_valid_key_the_client_gets_the_services_401(self, stack, headers):
+        reply = stack.request("GET", "/api/v1/charge_points/cp-1", headers)
+        assert_refused(reply, 401, "unauthorized")
+        assert reply.json() == UNAUTHORIZED
+        assert reply.headers.get_all("WWW-Authenticate") == ['Bearer realm="api"']
+
+    @pytest.mark.parametrize("headers", NEVER_A_5XX.values(), ids=NEVER_A_5XX)
+    def test_nothing_a_client_sends_is_a_5xx(self, stack, reader, headers):
+        assert_not_a_5xx(stack, reader, headers)

@@ -435,6 +435,10 @@ class Echoed(Answer):
     def heard_names(self) -> list[str]:
         return [name.lower() for name, _ in self.heard()]
 
+    def heard_values(self, name: str) -> list[str]:
+        """The values of header ``name`` the backend heard, whatever case a proxy wrote it in."""
+        return [value for heard, value in self.heard() if heard.lower() == name.lower()]
+
 
 @dataclass(frozen=True)
 class Key:

@@ -25,7 +25,6 @@ from tests.proxy_contract import ProxyContract
 from tests.servers import PROXIED_PER_KEY as PER_KEY
 from tests.servers import (
     ROOT,
-    UNAUTHORIZED,
     Echoed,
     Key,
     Stack,
@@ -90,11 +89,6 @@ def reader(stack) -> Key:
     return stack.key("read:charge_points")
 
 
-def heard(reply: Echoed, name: str) -> list[str]:
-    """The values of header ``name`` the backend heard (Caddy writes names as Go does)."""
-    return [value for heard, value in reply.heard() if heard.lower() == name.lower()]
-
-
 # What the check hears: Caddy's X-Forwarded-Method and X-Forwarded-Uri, nothing of the
 # client's target.
 
@@ -125,11 +119,11 @@ def test_the_check_hears_the_request_as_caddy_saw_it(tmp_path):
     assert reply.status == 401
     echoed = reply.json()
     assert (echoed["method"], echoed["path"], echoed["body"]) == ("GET", "/api/v1/auth/check", "")
-    assert heard(reply, "X-Forwarded-Method") == ["POST"]
-    assert heard(reply, "X-Forwarded-Uri") == ["/api/v1/billing/invoices?page=2"]
-    assert heard(reply, "Authorization") == ["Bearer evk_abc"]
-    assert heard(reply, "X-Request-ID") == ["trace-7"]
-    assert heard(reply, "X-Forwarded-For") == ["127.0.0.1"]
+    assert reply.heard_values("X-Forwarded-Method") == ["POST"]
+    assert reply.heard_values("X-Forwarded-Uri") == ["/api/v1/billing/invoices?page=2"]
+    assert reply.heard_values("Authorization") == ["Bearer evk_abc"]
+    assert reply.heard_values("X-Request-ID") == ["trace-7"]
+    assert reply.heard_values("X-Forwarded-For") == ["127.0.0.1"]
     names = reply.heard_names()
     assert "content-length" not in names
     assert not {"x-required-scope", "x-original-method", "x-original-uri"} & set(names)
@@ -148,7 +142,7 @@ def test_a_valid_key_reaches_the_backend_with_the_checks_identity(stack, reader)
     assert reply.status == 200, reply.body
     assert reply.json()["path"] == "/api/v1/charge_points/cp-1?page=2"
     assert_heard_only_the_check(reply, reader, "read:charge_points")
-    assert heard(reply, "X-Request-ID") == ["trace-42"]
+    assert reply.heard_values("X-Request-ID") == ["trace-42"]
     # What the check counted, though forward_auth passes no header of a 2xx answer on.
     assert reply.headers["RateLimit-Limit"] == str(PER_KEY)
     assert int(reply.headers["RateLimit-Remaining"]) < PER_KEY
@@ -161,7 +155,7 @@ def test_the_backend_hears_the_checks_request_id(stack, reader):
         "GET", "/api/v1/charge_points/cp-1", {**bearer(reader.secret), "X-Request-ID": "bad id!"}
     )
     assert reply.status == 200, reply.body
-    [request_id] = heard(reply, "X-Request-ID")
+    [request_id] = reply.heard_values("X-Request-ID")
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", request_id)
     logged = [json.loads(line) for line in stack.service.log().splitlines() if request_id in line]
     assert [line["path"] for line in logged] == ["/api/v1/auth/check"]
@@ -171,26 +165,9 @@ class TestWhatEveryProxyHolds(ProxyContract):
     """tests/proxy_contract.py, with Caddy in front."""
 
 
-def test_a_write_reaches_the_backend_with_its_body(stack):
-    writer = stack.key("write:charge_points")
-    body = json.dumps({"name": "CP 7"}).encode()
-    headers = {**bearer(writer.secret), "Content-Type": "application/json"}
-    reply = stack.request("POST", "/api/v1/charge_points", headers, body)
-    assert reply.status == 200, reply.body
-    assert (reply.json()["method"], reply.json()["body"]) == ("POST", '{"name": "CP 7"}')
-    assert heard(reply, "X-Auth-Scopes") == ["write:charge_points"]
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [{}, bearer("not-a-key"), bearer(crypto.generate_secret()), {"X-API-Key": "evk_nope"}],
-    ids=["no-key", "malformed", "unknown", "x-api-key"],
-)
-def test_without_a_valid_key_the_client_gets_the_services_401(stack, headers):
-    reply = stack.request("GET", "/api/v1/charge_points/cp-1", headers)
+def test_a_refusal_carries_caddys_server_alone_and_no_x_auth_error(stack):
+    reply = stack.request("GET", "/api/v1/charge_points/cp-1")
     assert_refused(reply, 401, "unauthorized")
-    assert reply.json() == UNAUTHORIZED
-    assert reply.headers.get_all("WWW-Authenticate") == ['Bearer realm="api"']
     assert reply.headers.get_all("Server") == ["Caddy"]
     assert "X-Auth-Error" not in reply.headers
 
@@ -229,37 +206,6 @@ def test_a_repeated_key_header_is_refused(stack, reader, header):
         reply = stack.request("GET", "/api/v1/charge_points/cp-1", pairs)
         error = assert_refused(reply, 400, "invalid_request")
         assert header in error["error"]["message"]
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        [("X-Required-Scope", "bogus")],
-        [("X-Forwarded-Method", "POST")],
-        [("X-Original-URI", "x" * 7000)],
-        [("X-Big", "x" * 9000)],
-        [(f"X-Many-{i}", "y" * 1000) for i in range(40)],
-        [("Authorization", "Bearer " + "a" * 7000)],
-        [("X-Request-ID", "bad id\t!")],
-    ],
-    ids=[
-        "bogus-scope",
-        "lone-forwarded-method",
-        "long-original-uri",
-        "header-over-8k",
-        "headers-over-32k",
-        "long-authorization",
-        "bad-request-id",
-    ],
-)
-def test_nothing_a_client_sends_is_a_5xx(stack, reader, headers):
-    presents_a_key = {name.lower() for name, _ in headers} & {"authorization", "x-api-key"}
-    key = [] if presents_a_key else list(bearer(reader.secret).items())
-    reply = stack.request("GET", "/api/v1/charge_points/cp-1", key + headers)
-    assert reply.status < 500, (reply.status, reply.body)
-    if reply.status >= 400:
-        assert reply.headers["Content-Type"] == "application/json"
-        assert reply.json()["error"]["code"]
 
 
 @pytest.mark.parametrize(

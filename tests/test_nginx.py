@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from apikeys import crypto
 from tests.conftest import bearer
-from tests.proxy_contract import ProxyContract
+from tests.proxy_contract import ProxyContract, assert_not_a_5xx
 from tests.servers import (
     CHECK_INPUTS,
     ROOT,
-    UNAUTHORIZED,
     Key,
     Stack,
-    assert_refused,
     configured,
     echo_backend,
     foreground,
@@ -102,68 +99,21 @@ class TestWhatEveryProxyHolds(ProxyContract):
     """tests/proxy_contract.py, with nginx in front."""
 
 
-def test_a_write_reaches_the_backend_with_its_body(stack):
-    writer = stack.key("write:charge_points")
-    body = json.dumps({"name": "CP 7"}).encode()
-    headers = {**bearer(writer.secret), "Content-Type": "application/json"}
-    reply = stack.request("POST", "/api/v1/charge_points", headers, body)
-    assert reply.status == 200, reply.body
-    assert (reply.json()["method"], reply.json()["body"]) == ("POST", '{"name": "CP 7"}')
-    assert ("X-Auth-Scopes", "write:charge_points") in reply.heard()
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [{}, bearer("not-a-key"), bearer(crypto.generate_secret()), {"X-API-Key": "evk_nope"}],
-    ids=["no-key", "malformed", "unknown", "x-api-key"],
-)
-def test_without_a_valid_key_the_client_gets_the_services_401(stack, headers):
-    reply = stack.request("GET", "/api/v1/charge_points/cp-1", headers)
-    assert_refused(reply, 401, "unauthorized")
-    assert reply.json() == UNAUTHORIZED
-    assert reply.headers.get_all("WWW-Authenticate") == ['Bearer realm="api"']
-
-
 # What a client adds: never reaches the backend, never widens, never a 5xx.
 
 
 @pytest.mark.parametrize(
     "headers",
     [
-        [("X-Required-Scope", "bogus")],
-        [("X-Forwarded-Method", "POST")],
-        [("X-Original-URI", "x" * 7000)],
-        [("X-Big", "x" * 9000)],
-        [(f"X-Many-{i}", "y" * 1000) for i in range(40)],
-        [("Authorization", "Bearer " + "a" * 7000)],
         [("Authorization", "Bearer a"), ("Authorization", "Bearer b")],
         [("X-API-Key", "evk_a"), ("X-API-Key", "evk_b")],
         [("Host", "a"), ("Host", "b")],
-        [("X-Request-ID", "bad id\t!")],
         [("Content-Length", str(2 * 1024 * 1024))],
     ],
-    ids=[
-        "bogus-scope",
-        "lone-forwarded-method",
-        "long-original-uri",
-        "header-over-8k",
-        "headers-over-32k",
-        "long-authorization",
-        "two-authorizations",
-        "two-api-keys",
-        "two-hosts",
-        "bad-request-id",
-        "body-over-1m",
-    ],
+    ids=["two-authorizations", "two-api-keys", "two-hosts", "body-over-1m"],
 )
-def test_nothing_a_client_sends_is_a_5xx(stack, reader, headers):
-    presents_a_key = {name.lower() for name, _ in headers} & {"authorization", "x-api-key"}
-    key = [] if presents_a_key else list(bearer(reader.secret).items())
-    reply = stack.request("GET", "/api/v1/charge_points/cp-1", key + headers)
-    assert reply.status < 500, (reply.status, reply.body)
-    if reply.status >= 400:
-        assert reply.headers["Content-Type"] == "application/json"
-        assert reply.json()["error"]["code"]
+def test_what_nginx_itself_refuses_is_not_a_5xx_either(stack, reader, headers):
+    assert_not_a_5xx(stack, reader, headers)
 
 
 def test_the_service_down_is_a_503_in_the_services_shape(tmp_path):
