@@ -23,7 +23,6 @@ from flask import Flask, Response, current_app, g
 from peewee import CharField, DateTimeField, ForeignKeyField, PeeweeException, TextField
 
 from apikeys import crypto, db
-from apikeys.logs import masked
 from apikeys.models import BaseModel, Organization, utcnow
 from apikeys.pagination import Listing, Page, paginate
 from schemas.fields import RFC3339
@@ -130,7 +129,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
     if isinstance(value, str):
-        return masked(value)
+        return crypto.masked(value)
     return value
 
 
@@ -142,7 +141,7 @@ def _changes_json(changes: Mapping[str, tuple[Any, Any]]) -> str:
 
 def _client_text(value: str | None) -> str | None:
     # Cut again after masking: "[redacted]" is longer than the shortest text it replaces.
-    return None if value is None else masked(value[:MAX_CLIENT_TEXT])[:MAX_CLIENT_TEXT]
+    return None if value is None else crypto.masked(value[:MAX_CLIENT_TEXT])[:MAX_CLIENT_TEXT]
 
 
 #: GET /api/v1/org/audit-events (and ``audit list``): an organization's events, newest first.

@@ -266,12 +266,9 @@ def read_headers(scope_headers: Any) -> RequestHeaders:
             value = f"{headers[name]}{'; ' if name == 'cookie' else ','}{value}"
         headers[name] = value
     # granian lists the name of a header whose value is not ASCII, and hides the value.
-    names = scope_headers.keys()
-    hidden = (
-        frozenset(name for name in names if name not in headers and "_" not in name)
-        if len(names) != len(headers)
-        else frozenset()
-    )
+    names, hidden = scope_headers.keys(), frozenset[str]()
+    if len(names) != len(headers):  # a name beyond those read: dropped (``_``) or hidden
+        hidden = frozenset(name for name in names if name not in headers and "_" not in name)
     return RequestHeaders(headers, frozenset(repeated), hidden, size)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from apikeys import crypto, db
-from apikeys.logs import masked
+from apikeys.crypto import masked
 from apikeys.models import ApiKey
 from tests.conftest import bearer
 

@@ -310,4 +310,4 @@ def test_log_settings_from_the_environment():
     ],
 )
 def test_masked(text, shown):
-    assert logs.masked(text) == shown
+    assert crypto.masked(text) == shown

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from apikeys.crypto import generate_secret
-from apikeys.logs import masked
+from apikeys.crypto import generate_secret, masked
 from apikeys.serving import MAX_HEADER_BYTES
 from tests.servers import Answer, production, send
 

@@ -14,9 +14,9 @@ For the same reason the check fails closed on anything it cannot read as one val
 header it reads sent twice is a 400 (servers join the copies into one value), a URI with
 a comma in its path, which is what two joined URIs look like, is denied (``_route_scopes``
 says how one in the query is read), as is a URI that is not ASCII (``apikeys.serving``
-names it, without its value). Headers with ``_`` in
-their name never reach it (``apikeys.serving`` and werkzeug's server drop them), so
-``X_Original_URI`` cannot stand in for ``X-Original-URI``.
+names it, without its value). Headers with ``_`` in their name never reach it
+(``apikeys.serving`` and werkzeug's server drop them), so ``X_Original_URI`` cannot stand
+in for ``X-Original-URI``.
 """
 
 from __future__ import annotations
