@@ -96,11 +96,13 @@ class ProxyContract:
 
     def test_a_rate_limited_key_gets_the_services_429(self, stack):
         limited = stack.key("read:charge_points")
-        # Each of the two workers counts its own budget (no Redis here): at most twice the limit.
-        for _ in range(2 * PER_KEY + 1):
+        # Each of the two workers counts its own budget (no Redis here), and a sliding
+        # window's rollover frees a unit or two: so not exactly twice the limit.
+        for passed in range(3 * PER_KEY):
             reply = stack.request("GET", "/api/v1/charge_points/cp-1", bearer(limited.secret))
             if reply.status != 200:
                 break
+        assert passed >= PER_KEY, "refused before the first worker's budget ran out"
         assert_refused(reply, 429, "rate_limited")
         assert reply.json()["error"]["message"].startswith("Too many requests")
         assert 0 < int(reply.headers["Retry-After"]) <= 61
