@@ -154,6 +154,10 @@ def error_responses(
     return decorators
 
 
+#: What a listing's 400 can be: a ``limit`` or ``after`` it cannot read.
+BAD_PAGE = {400: (InvalidRequest,)}
+
+
 def protected(
     blp: Blueprint,
     scope: str,

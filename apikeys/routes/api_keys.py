@@ -8,7 +8,7 @@ from apikeys import audit, key_limits, service
 from apikeys.auth import authenticate, current_key
 from apikeys.errors import InvalidRequest, InvalidScope, NameTaken, PolicyViolation
 from apikeys.ratelimit import show_budget, spend_budget
-from apikeys.routes import Blueprint, origin, protected
+from apikeys.routes import BAD_PAGE, Blueprint, origin, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -77,7 +77,7 @@ ROLL_REFUSED = {400: (InvalidRequest, PolicyViolation)}
 
 @blp.route("")
 class ApiKeys(MethodView):
-    @protected(blp, READ_API_KEYS, 400)
+    @protected(blp, READ_API_KEYS, 400, codes=BAD_PAGE)
     @blp.doc(operationId="listApiKeys")
     @blp.arguments(PageArgsSchema, location="query", error_status_code=400)
     @blp.response(200, ApiKeyListSchema)
