@@ -98,11 +98,13 @@ class ProxyContract:
         limited = stack.key("read:charge_points")
         # Each of the two workers counts its own budget (no Redis here), and a sliding
         # window's rollover frees a unit or two: so not exactly twice the limit.
-        for passed in range(3 * PER_KEY):
-            reply = stack.request("GET", "/api/v1/charge_points/cp-1", bearer(limited.secret))
-            if reply.status != 200:
-                break
-        assert passed >= PER_KEY, "refused before the first worker's budget ran out"
+        replies = []
+        while len(replies) < 3 * PER_KEY and (not replies or replies[-1].status == 200):
+            replies.append(
+                stack.request("GET", "/api/v1/charge_points/cp-1", bearer(limited.secret))
+            )
+        reply = replies[-1]
+        assert len(replies) > PER_KEY, "refused before the first worker's budget ran out"
         assert_refused(reply, 429, "rate_limited")
         assert reply.json()["error"]["message"].startswith("Too many requests")
         assert 0 < int(reply.headers["Retry-After"]) <= 61
