@@ -10,6 +10,7 @@ from typing import overload
 from flask import current_app, g, request
 
 from apikeys.errors import Forbidden, Unauthorized
+from apikeys.serving import HIDDEN_HEADERS
 from apikeys.verification import Principal, verify
 
 #: OpenAPI security requirement: either header authenticates.
@@ -44,6 +45,10 @@ def _environ_key(name: str) -> str:
 
 def presented_secret(environ: Mapping[str, str]) -> str | None:
     """The key in ``Authorization: Bearer`` or ``X-API-Key``; None if absent or ambiguous."""
+    hidden = environ.get(HIDDEN_HEADERS)
+    if hidden and ("authorization" in hidden or "x-api-key" in hidden):
+        # One of them is not ASCII (its value unseen): the other may not be the only key.
+        return None
     authorization = header(environ, "Authorization")
     api_key = header(environ, "X-API-Key")
     bearer = None

@@ -224,6 +224,30 @@ def test_a_uri_header_that_is_not_ascii_is_denied(
     assert (answer.status, answer.error_code()) == (403, "forbidden"), answer.body
 
 
+@pytest.mark.parametrize("path", [CHECK, "/api/v1/org/api-keys"])
+@pytest.mark.parametrize(
+    "good, unreadable",
+    [
+        ("Authorization: Bearer {}", "X-API-Key: \xe9"),
+        ("X-API-Key: {}", "Authorization: Bearer \xe9"),
+    ],
+)
+def test_a_second_credential_that_is_not_ascii_is_refused(
+    service, billing_reader, path, good, unreadable
+):
+    """granian hides its value: it may be another key, so neither is taken (two keys, 401)."""
+    head = (
+        (
+            f"GET {path} HTTP/1.1\r\nHost: x\r\n{good.format(billing_reader)}\r\n"
+            f"X-Required-Scope: read:billing\r\n"
+        ).encode()
+        + unreadable.encode("latin-1")
+        + b"\r\n\r\n"
+    )
+    answer = raw_exchange(service, head)
+    assert (answer.status, answer.error_code()) == (401, "unauthorized"), answer.body
+
+
 @pytest.mark.parametrize("name", ["Authorization", "X-API-Key"])
 def test_a_key_header_sent_twice_is_an_invalid_request(service, admin_secret, billing_reader, name):
     value = {"Authorization": "Bearer {}", "X-API-Key": "{}"}[name]
