@@ -41,13 +41,17 @@ class _NoSessions(SecureCookieSessionInterface):
 
 class Service(Flask):
     """Flask, asking once per function rather than on every call whether it is async,
-    with no sessions, and answering OPTIONS with no content rather than an empty page."""
+    with no sessions, no redirects for doubled slashes, and answering OPTIONS with no
+    content rather than an empty page."""
 
     session_interface = _NoSessions()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sync: dict[Callable, Callable] = {}
+        # werkzeug would answer "//" in a path with an HTML 308 to a URL built from the
+        # client's Host: such a path names no route, so it is a 404 like any other.
+        self.url_map.merge_slashes = False
 
     def ensure_sync(self, func: Callable) -> Callable:
         # Flask calls this for every hook and view of every request; the answer depends on

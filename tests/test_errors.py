@@ -31,7 +31,13 @@ def assert_error(response, status: int, code: str, details: bool = False) -> dic
 
 @pytest.mark.parametrize(
     "path",
-    ["/nope", "/api/v1/org/api-key", "/api/v1/org/api-keys/some-id/rotate", "/api/v2/org/api-keys"],
+    [
+        *("/nope", "/api/v1/org/api-key", "/api/v1/org/api-keys/some-id/rotate"),
+        "/api/v2/org/api-keys",
+        # Doubled slashes: no redirect (werkzeug's would be an HTML 308 to the client's Host).
+        *("/api/v1//org/api-keys", "/api/v1/org/api-keys/key_x//roll", "/api/v1//auth/check"),
+        "/api//docs",
+    ],
 )
 def test_unknown_route_is_404(client, admin, path):
     assert_error(client.get(path, headers=bearer(admin.key)), 404, "not_found")
