@@ -17,10 +17,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask
-from peewee import Database, DatabaseProxy, OperationalError, PostgresqlDatabase
-from playhouse.db_url import connect
+from peewee import Database, DatabaseProxy, OperationalError, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import parse
 from playhouse.migrations import Runner
-from playhouse.pool import PooledDatabase
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
+
+from apikeys import deadline
 
 database = DatabaseProxy()
 log = logging.getLogger(__name__)
@@ -37,6 +39,23 @@ _SQLITE_PRAGMAS = {
 _SCHEMES = ("sqlite", "postgres", "postgresql")
 
 
+class _CommitsWithinDeadline(Database):
+    """A COMMIT only while the request it writes for has not been answered without it
+    (apikeys.deadline); a refused one raises, and peewee rolls the transaction back."""
+
+    def commit(self) -> Any:
+        deadline.begin_commit()
+        return super().commit()
+
+
+class _Sqlite(_CommitsWithinDeadline, SqliteDatabase):
+    pass
+
+
+class _PooledPostgresql(_CommitsWithinDeadline, PooledPostgresqlDatabase):
+    pass
+
+
 def open_database(
     url: str, pool_size: int = 32, pool_timeout: float = 10, timeout: float = 5
 ) -> Database:
@@ -45,7 +64,7 @@ def open_database(
     ``timeout`` (seconds) bounds a wait for SQLite's write lock, a PostgreSQL connect, a
     statement and a lock wait on the PostgreSQL server, and a silent peer (keepalives).
     """
-    scheme, separator, rest = url.partition("://")
+    scheme, separator, _ = url.partition("://")
     if not separator or scheme not in _SCHEMES:
         raise ValueError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got {url!r}")
     if scheme == "sqlite":
@@ -56,8 +75,8 @@ def open_database(
         # write lock up front, so two writers queue (busy_timeout) instead of deadlocking
         # into "database is locked".
         # A thread's connection is closed by a live thread once its own has ended (_adopt).
-        return connect(
-            f"sqlite://{rest}",
+        return _Sqlite(
+            **parse(url),
             pragmas={**_SQLITE_PRAGMAS, "busy_timeout": int(timeout * 1000)},
             lock_type="IMMEDIATE",
             check_same_thread=False,
@@ -66,16 +85,14 @@ def open_database(
     # connection is replaced instead of failing every later request, and pool_size bounds
     # the connections to the server; pool_timeout is how long a request waits for one
     # when all are in use, before it fails with 503 service_unavailable.
-    return connect(
-        f"postgresql+pool://{rest}",
-        max_connections=pool_size,
-        stale_timeout=300,
-        timeout=pool_timeout,
-        **_postgresql_timeouts(url, timeout),
-    )
+    settings = parse(url)
+    if not settings["database"]:
+        raise ValueError("DATABASE_URL names no database: postgresql://host/name")
+    settings |= {"max_connections": pool_size, "stale_timeout": 300, "timeout": pool_timeout}
+    return _PooledPostgresql(**settings | _postgresql_timeouts(url, timeout))
 
 
-def _postgresql_timeouts(url: str, timeout: float) -> dict[str, object]:
+def _postgresql_timeouts(url: str, timeout: float) -> dict[str, Any]:
     """libpq settings that bound every wait the server or the network can cause.
 
     A server that is stopped but whose host still answers TCP (SIGSTOP, a hung disk) is

@@ -12,7 +12,10 @@ adapter stands between granian and the WSGI app and guarantees:
   Only then does a thread run the app.
 - **Every request is answered within** ``REQUEST_TIMEOUT`` seconds of its body's end,
   time waiting for a thread included: past it the answer is 503 ``service_unavailable``
-  with Retry-After (the thread finishes on its own and its result is dropped).
+  with Retry-After. The thread finishes on its own and its answer is dropped, and so is
+  its write: a transaction that had not begun to commit is rolled back. Only a request
+  whose commit had begun is waited for, and answered as the app answers it
+  (apikeys/deadline.py).
   The app's own bounds sit inside it: database statements and connections about 5 s,
   Redis 0.5 s.
 - **Liveness never waits**: ``GET``/``HEAD /healthz`` is answered here, on the event loop.
@@ -49,6 +52,7 @@ from typing import Any, NamedTuple
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import logs, metrics
+from apikeys.deadline import Deadline, bound
 from apikeys.http_errors import error_body
 
 log = logging.getLogger(__name__)
@@ -172,12 +176,21 @@ class Adapter:
         if isinstance(body, tuple):
             return body
         environ = build_environ(scope, read, body)
+        deadline = Deadline()
+        executor = self.executors.get(scope.path, self.executor)
+        answer = asyncio.wrap_future(executor.submit(run_wsgi, self.app, environ, deadline))
         try:
-            async with asyncio.timeout(self.request_timeout):
-                return await asyncio.get_running_loop().run_in_executor(
-                    self.executors.get(scope.path, self.executor), run_wsgi, self.app, environ
-                )
-        except TimeoutError:
+            try:
+                async with asyncio.timeout(self.request_timeout):
+                    return await asyncio.shield(answer)
+            except TimeoutError:
+                if not deadline.give_up():
+                    log.warning(
+                        "%s %s: no answer within %g s, but a commit has begun: waiting for it",
+                        *(scope.method, scope.path, self.request_timeout),
+                    )
+                    return await answer
+            answer.cancel()  # one still waiting for a thread never runs
             environ[metrics.ABANDONED] = True  # the app's answer, if it comes, is not counted
             log.warning(
                 "%s %s: no answer within %g s", scope.method, scope.path, self.request_timeout
@@ -318,8 +331,9 @@ def build_environ(scope: Any, read: RequestHeaders, body: bytes) -> dict[str, An
     return environ
 
 
-def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
-    """Call ``app`` and collect its whole answer (the service's answers are small)."""
+def run_wsgi(app: WSGIApp, environ: dict[str, Any], deadline: Deadline) -> Answer:
+    """Call ``app`` and collect its whole answer (the service's answers are small); its
+    commits are ``deadline``'s to allow."""
     started: list[Any] = []
     written: list[bytes] = []
 
@@ -329,12 +343,13 @@ def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
         started[:] = [status, headers]
         return written.append  # WSGI's legacy write()
 
-    result = app(environ, start_response)
-    try:
-        written.extend(result)
-    finally:
-        if hasattr(result, "close"):
-            result.close()
+    with bound(deadline):
+        result = app(environ, start_response)
+        try:
+            written.extend(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
     status, headers = started
     return int(status.split(" ", 1)[0]), headers, b"".join(written)
 

@@ -332,3 +332,49 @@ def _status_or_timeout(future) -> int | str:
         return future.result().status
     except TimeoutError:
         return "timeout"
+
+
+def test_a_write_answered_503_by_the_request_deadline_is_rolled_back_not_committed_later(
+    tmp_path,
+):
+    """The deadline (1 s here) answers 503 "retry shortly" while the write still waits for
+    the lock, which comes a second later: the write must not happen behind the client's
+    back. Neither a key whose secret no one saw, nor a roll that ends a secret in use."""
+    admin = crypto.generate_secret()
+    path = tmp_path / "apikeys.db"
+    env = {"DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": REDIS_URL}
+    env |= {"APIKEYS_BOOTSTRAP_KEY": admin, "RATE_LIMIT_PER_KEY": "100000/minute"}
+    headers = bearer(admin) | {"Content-Type": "application/json"}
+
+    def key(name: str) -> bytes:
+        return json.dumps({"name": name, "scopes": ["read:billing"]}).encode()
+
+    target = "tests.wsgi_apps:impatient_service"
+    with production(tmp_path, env, workers=1, target=target) as server:
+
+        def late(path_: str, body: bytes = b"") -> int:
+            with write_lock_held(str(path)):
+                status = server.request("POST", path_, headers, body).status
+                time.sleep(1)  # the write waits on, and gets the lock in its 5 s
+            return status
+
+        victim = json.loads(server.request("POST", API, headers, key("victim")).body)
+        assert late(API, key("late")) == 503
+        assert late(f"{API}/{victim['id']}/roll") == 503
+        # One app thread: what follows runs once the abandoned writes have ended.
+        listed = json.loads(server.request("GET", API, headers).body)["data"]
+        events = json.loads(server.request("GET", "/api/v1/org/audit-events", headers).body)
+        check = server.request("GET", CHECK, bearer(victim["key"]) | READ_BILLING)
+        again = server.request("POST", API, headers, key("late"))
+        log = server.log()
+    names = [key["name"] for key in listed]
+    assert len(names) == 2 and "victim" in names and "late" not in names  # and the bootstrap
+    assert [e["action"] for e in events["data"] if e["target"]["key_id"] == victim["id"]] == [
+        "api_key.created"
+    ]
+    assert check.status == 200  # the old secret still works: the roll never happened
+    assert again.status == 201
+    assert "Traceback" not in log
+
+
+READ_BILLING = {"X-Required-Scope": "read:billing"}

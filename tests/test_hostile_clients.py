@@ -436,6 +436,17 @@ def test_a_request_past_the_deadline_gets_503_and_liveness_never_waits(tmp_path)
         assert {(line["status"], line["path"]) for line in late.values()} == {(503, "/sleep")}
 
 
+def test_a_request_whose_commit_has_begun_is_answered_by_the_app_past_the_deadline(tmp_path):
+    """A 503 by the deadline says the write did not happen (apikeys.deadline): once a
+    COMMIT has begun, that is no longer known, so the app's own answer is awaited."""
+    with production(tmp_path, {}, workers=1, target="tests.wsgi_apps:impatient") as server:
+        committed, elapsed = timed(server.port, "GET", "/commit?seconds=2")
+        assert committed.status == 200 and elapsed >= 2
+        assert json.loads(committed.body)["PATH_INFO"] == "/commit"
+        assert timed(server.port, "GET", "/sleep?seconds=2")[0].status == 503
+        assert "a commit has begun: waiting for it" in server.log()
+
+
 def test_a_body_past_its_timeout_gets_408_with_its_request_id_and_line(tmp_path):
     head = (
         b"POST /x HTTP/1.1\r\nHost: x\r\nX-Request-ID: slow-body\r\n"

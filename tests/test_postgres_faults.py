@@ -107,3 +107,32 @@ def test_a_paused_postgresql_fails_a_new_connection_after_the_connect_timeout(se
         assert response.json["error"]["code"] == "service_unavailable"
         assert DATABASE_TIMEOUT - 0.5 <= took < DATABASE_TIMEOUT + 3
         assert app.test_client().get(API, headers=bearer(admin.key)).status_code == 200
+
+
+def test_a_write_the_deadline_answered_503_is_rolled_back_when_postgresql_resumes(tmp_path):
+    """PostgreSQL paused in the middle of a create: the deadline (1 s here) answers 503
+    "retry shortly", and the INSERT, which completes when the server resumes, is not
+    committed after it: no key exists whose secret no one was shown."""
+    admin = crypto.generate_secret()
+    headers = bearer(admin) | {"Content-Type": "application/json"}
+    body = json.dumps({"name": "late", "scopes": ["read:billing"]}).encode()
+    with postgres_server() as database:
+        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL}
+        env |= {"APIKEYS_BOOTSTRAP_KEY": admin, "DATABASE_TIMEOUT": str(DATABASE_TIMEOUT)}
+        target = "tests.wsgi_apps:impatient_service"
+        with production(tmp_path, env, workers=1, target=target) as server:
+            assert server.request("GET", API, headers).status == 200  # a pooled connection
+            database.pause()
+            try:
+                late = server.request("POST", API, headers, body)
+                time.sleep(1)  # the INSERT waits on the paused server
+            finally:
+                database.resume()
+            # One app thread: this runs once the abandoned create has ended.
+            names = [
+                key["name"] for key in json.loads(server.request("GET", API, headers).body)["data"]
+            ]
+            again = server.request("POST", API, headers, body)
+    assert late.status == 503
+    assert "late" not in names
+    assert again.status == 201

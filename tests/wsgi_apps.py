@@ -1,11 +1,13 @@
 """Tiny WSGI apps for serve.py to serve in tests of the server itself (apikeys.serving).
 
 ``echo``: answers the WSGI environ the server built, as JSON. ``GET /sleep?seconds=N``
-sleeps first. ``impatient``: the same behind an adapter with one thread, and a request
-deadline and a body timeout of ``IMPATIENT_TIMEOUT`` seconds, so that a test can pass them
-quickly; it writes the service's request lines for the adapter's own answers.
-``impatient_service``: the service, with ``GET /sleep?seconds=N`` added, behind an adapter
-with one thread and a request deadline of ``IMPATIENT_TIMEOUT`` seconds.
+sleeps first; ``GET /commit?seconds=N`` begins a commit (apikeys.deadline), then sleeps.
+``impatient``: the same behind an adapter with one thread, and a request deadline and a
+body timeout of ``IMPATIENT_TIMEOUT`` seconds, so that a test can pass them quickly; it
+writes the service's request lines for the adapter's own answers.
+``impatient_service``: the service (its database prepared), with ``GET /sleep?seconds=N``
+added, behind an adapter with one thread and a request deadline of ``IMPATIENT_TIMEOUT``
+seconds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from apikeys import logs
+from apikeys import deadline, logs
 from apikeys.serving import Adapter
 
 IMPATIENT_TIMEOUT = 1.0
@@ -36,7 +38,9 @@ ECHOED = (
 
 
 def echo_app(environ: dict[str, Any], start_response) -> list[bytes]:
-    if environ["PATH_INFO"] == "/sleep":
+    if environ["PATH_INFO"] == "/commit":  # a COMMIT that begins at once, and takes long
+        deadline.begin_commit()
+    if environ["PATH_INFO"] in ("/sleep", "/commit"):
         time.sleep(float(parse_qs(environ["QUERY_STRING"])["seconds"][0]))
     answer = {name: environ.get(name) for name in ECHOED}
     answer["body"] = environ["wsgi.input"].read().decode("latin-1")
@@ -63,9 +67,11 @@ def impatient() -> Adapter:
 def impatient_service() -> Adapter:
     from flask import request
 
+    from apikeys import startup
     from app import create_app
 
     app = create_app()
+    startup.prepare(app.config)  # as serve.py does for the service (one worker here)
 
     @app.get("/sleep")
     def sleep():
