@@ -53,8 +53,10 @@ LEASE_MAX = 100
 LEASES_KEPT = 10_000
 #: Seconds between attempts to reach Redis again after it failed.
 RETRY_SECONDS = 2.0
-#: The words flask-limiter logged for the same event, so that one log search finds both.
-FALLING_BACK = "Rate limit storage unreachable - falling back to in-memory storage"
+#: The words flask-limiter logged for the same event, so that one log search finds both;
+#: "unreachable" becomes "refusing writes" for a Redis that answers but takes no write,
+#: and the line ends with Redis's own reason.
+FALLING_BACK = "Rate limit storage %s - falling back to in-memory storage: %s"
 
 #: One budget's sliding window, in one hash of its own: the current window's start (on
 #: Redis's clock, in ms) and count, and the previous window's count, which weighs in as
@@ -230,8 +232,8 @@ class LeasedLimiter:
         if Redis failed, which falls back to memory until the next attempt."""
         try:
             window, taken = self._lease(item, key, size, now)
-        except RedisError:
-            self._failed()
+        except RedisError as error:
+            self._failed(error)
             return None
         with self._lock:
             if self._down:
@@ -271,10 +273,13 @@ class LeasedLimiter:
         if len(self._leases) > LEASES_KEPT:
             del self._leases[next(iter(self._leases))]
 
-    def _failed(self) -> None:
+    def _failed(self, error: RedisError) -> None:
         with self._lock:
             if not self._down:
-                log.warning(FALLING_BACK)
+                refusing = isinstance(error, (OutOfMemoryError, ReadOnlyError))
+                state = "refusing writes" if refusing else "unreachable"
+                reason = str(error).partition("\n")[0] or type(error).__name__
+                log.warning(FALLING_BACK, state, reason)
                 metrics.count_fallback()
             # Units already leased stay spendable: Redis counted them.
             self._down, self._retry_at = True, self._clock() + RETRY_SECONDS

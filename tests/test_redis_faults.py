@@ -136,6 +136,11 @@ def test_redis_out_of_memory_serves_from_memory_and_says_so(breakable_redis, ser
         assert statuses[200] <= 2 * LIMIT, statuses
         assert readiness(server) == (200, "refusing writes")
         assert storage_up(server) == "0.0"
+        # Said as it is, with Redis's reason: not "unreachable".
+        log = server.log()
+        refusing = "storage refusing writes - falling back to in-memory storage: command not"
+        assert f"{refusing} allowed when used memory" in log
+        assert "storage unreachable" not in log
     finally:
         client.config_set("maxmemory", 0)
         client.delete("filler")
