@@ -18,9 +18,12 @@ from werkzeug.exceptions import HTTPException
 
 from apikeys import db
 from apikeys.errors import RateLimited, ServiceError, ServiceUnavailable
+from apikeys.repeated_warnings import Throttled
 
 # The name these lines had before the module was split: operators' log searches know it.
 log = logging.getLogger("apikeys.errors")
+#: During an outage every request fails alike: a line for it every 10 s, not thousands.
+_unavailable = Throttled(log)
 
 #: The error code for each HTTP status that werkzeug or a library may raise.
 _CODES = {
@@ -116,7 +119,7 @@ def handle_service_error(error: ServiceError) -> Response:
 
 
 def handle_overload(error: MaxConnectionsExceeded) -> Response:
-    log.warning("no database connection free in time: %s", error)
+    _unavailable.warning("no database connection free in time: %s", error)
     return error_response(
         503,
         "service_unavailable",
@@ -135,7 +138,7 @@ def handle_database_error(error: PeeweeException) -> Response:
     db.discard_connection()
     # The driver's first line names the fault; later lines may quote the statement's values.
     reason = str(error).strip().partition("\n")[0]
-    log.warning("database unavailable: %s: %s", type(error).__name__, reason)
+    _unavailable.warning("database unavailable: %s: %s", type(error).__name__, reason)
     return error_response(
         503, "service_unavailable", ServiceUnavailable.message, headers={"Retry-After": "1"}
     )

@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from apikeys import crypto, logs
 from apikeys.config import ConfigError, from_environment
+from apikeys.repeated_warnings import Throttled
 from app import create_app
 from tests.conftest import bearer, prepared
 
@@ -311,3 +313,15 @@ def test_log_settings_from_the_environment():
 )
 def test_masked(text, shown):
     assert crypto.masked(text) == shown
+
+
+def test_a_throttled_warning_is_written_once_per_interval_with_the_count_held_back(caplog):
+    warning = Throttled(logging.getLogger("apikeys.test"), seconds=0.3)
+    for number in range(3):
+        warning.warning("database unavailable: %s", number)
+    time.sleep(0.35)
+    warning.warning("database unavailable: %s", 3)
+    assert [record.getMessage() for record in caplog.records] == [
+        "database unavailable: 0",
+        "database unavailable: 3 (and 2 more like it since the last such line)",
+    ]

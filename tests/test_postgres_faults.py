@@ -62,6 +62,9 @@ def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recover
             assert ready.status == 503
             assert json.loads(ready.body)["error"]["details"]["database"] == "down"
             assert server.request("GET", "/healthz").status == 200
+            # One warning per worker for the whole outage, not one per failed request.
+            warnings = server.log().count("database unavailable: ")
+            assert 1 <= warnings <= 2 < len(replies), (warnings, len(replies))
 
             database.start()
             back = time.monotonic() + 10
