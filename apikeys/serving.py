@@ -9,6 +9,7 @@ adapter stands between granian and the WSGI app and guarantees:
   ``headers_too_large``), at most the app's ``MAX_CONTENT_LENGTH`` of body (a larger
   Content-Length is refused before reading, a chunked body as soon as it passes it: 413
   ``payload_too_large``), within ``BODY_TIMEOUT`` seconds (else 408 ``request_timeout``).
+  A transfer coding other than chunked alone is 501 ``not_implemented``.
   Only then does a thread run the app.
 - **Every request is answered within** ``REQUEST_TIMEOUT`` seconds of its body's end,
   time waiting for a thread included: past it the answer is 503 ``service_unavailable``
@@ -215,8 +216,18 @@ class Adapter:
     async def _read_body(self, headers: dict[str, str], proto: Any) -> bytes | Answer:
         """The whole request body, or the error to answer instead."""
         declared = _content_length(headers)
-        if declared is None and "transfer-encoding" not in headers:
+        coding = headers.get("transfer-encoding")
+        if coding is None and declared is None:
             return b""  # HTTP/1.1: no body (and no read to wait for)
+        if coding is not None and coding.strip().lower() != "chunked":
+            # granian decodes chunked and passes any other coding on undecoded (gzip's
+            # bytes read as the body), and a chunked sent twice is not one body's framing.
+            return _error(
+                501,
+                "not_implemented",
+                "Transfer-Encoding other than chunked alone is not supported",
+                close=True,
+            )
         if declared is not None and declared > self.max_body:
             return _too_large(self.max_body)
         try:

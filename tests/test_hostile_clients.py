@@ -564,6 +564,31 @@ def test_a_broken_chunked_body_is_never_acted_on(echo, body):
     assert b"REQUEST_METHOD" not in answer  # the app was never called
 
 
+@pytest.mark.parametrize(
+    "coding",
+    [
+        "gzip, chunked",
+        "x-custom, chunked",
+        "chunked, chunked",
+        "chunked\r\nTransfer-Encoding: chunked",
+    ],
+    ids=["gzip", "unknown", "chunked-twice", "header-twice"],
+)
+def test_a_transfer_coding_other_than_chunked_alone_is_501_and_never_acted_on(echo, coding):
+    """granian decodes chunked and would pass any other coding's bytes on as the body."""
+    head = f"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n".encode()
+    answer = raw_exchange(echo, head, [b"5\r\nhello\r\n0\r\n\r\n"])
+    assert (answer.status, answer.error_code()) == (501, "not_implemented")
+    assert answer.headers["Connection"] == "close"
+    assert b"REQUEST_METHOD" not in answer.body  # the app was never called
+
+
+def test_chunked_is_read_whatever_its_case(echo):
+    head = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
+    answer = raw_exchange(echo, head, [b"5\r\nhello\r\n0\r\n\r\n"])
+    assert answer.status == 200 and json.loads(answer.body)["body"] == "hello"
+
+
 def test_a_flood_of_idle_connections_does_not_stop_the_server(service, billing_reader):
     """1,200 connections that send nothing: more than granian holds by default with two
     workers (512 each); /healthz and the check still answer."""
