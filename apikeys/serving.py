@@ -41,9 +41,11 @@ those are listed in ``environ[HIDDEN_HEADERS]``, for the check to fail closed on
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import io
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -67,6 +69,9 @@ REQUEST_TIMEOUT = 15.0
 MAX_HEADER_BYTES = 16 * 1024
 #: granian's read buffer: headers above it get granian's own empty 431 (its default).
 MAX_BUFFER_BYTES = 8192 + 4096 * 100
+#: Seconds a worker that has answered every request waits, on exit, for threads that
+#: still run past their deadline; then it exits without them.
+SHUTDOWN_GRACE = 2.0
 #: Request body bytes, when the app does not say (its MAX_CONTENT_LENGTH).
 DEFAULT_MAX_BODY = 64 * 1024
 #: The environ key listing the request's repeated headers (a frozenset of lower-case names).
@@ -132,6 +137,8 @@ class Adapter:
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
         # A bulkhead: requests to these paths (the hot path) never queue behind the others,
         # which may all be waiting on the database's write lock.
+        #: The app's calls under way (or queued), for the exit to know what still runs.
+        self.running: set[concurrent.futures.Future] = set()
         self.executors = {
             path: ThreadPoolExecutor(threads, thread_name_prefix="wsgi" + path.replace("/", "-"))
             for path in own_threads
@@ -141,8 +148,19 @@ class Adapter:
         pass
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """granian calls this once the worker has answered every request. A thread still
+        running then works for a request its deadline answered, whose writes will not
+        commit (apikeys/deadline.py); waiting for it, on a database that hangs rather
+        than fails, would hold the worker's exit until granian kills it (30 s)."""
         for executor in (self.executor, *self.executors.values()):
             executor.shutdown(wait=False, cancel_futures=True)
+        _, stuck = concurrent.futures.wait(list(self.running), timeout=SHUTDOWN_GRACE)
+        if stuck:
+            log.warning(
+                "exiting with %d request threads still running past their deadline", len(stuck)
+            )
+            logging.shutdown()  # flush every handler: os._exit skips it
+            os._exit(0)
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
@@ -179,7 +197,10 @@ class Adapter:
         environ = build_environ(scope, read, body)
         deadline = Deadline()
         executor = self.executors.get(scope.path, self.executor)
-        answer = asyncio.wrap_future(executor.submit(run_wsgi, self.app, environ, deadline))
+        running = executor.submit(run_wsgi, self.app, environ, deadline)
+        self.running.add(running)
+        running.add_done_callback(self.running.discard)
+        answer = asyncio.wrap_future(running)
         try:
             try:
                 async with asyncio.timeout(self.request_timeout):

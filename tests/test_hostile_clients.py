@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import threading
 import time
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Iterator
 import pytest
 
 from apikeys import crypto
-from apikeys.serving import BODY_TIMEOUT, MAX_HEADER_BYTES
+from apikeys.serving import BODY_TIMEOUT, MAX_HEADER_BYTES, SHUTDOWN_GRACE
 from tests.conftest import REDIS_URL, bearer
 from tests.servers import Answer, production, send
 from tests.test_check import PATH_TRICKS
@@ -445,6 +446,33 @@ def test_a_request_whose_commit_has_begun_is_answered_by_the_app_past_the_deadli
         assert json.loads(committed.body)["PATH_INFO"] == "/commit"
         assert timed(server.port, "GET", "/sleep?seconds=2")[0].status == 503
         assert "a commit has begun: waiting for it" in server.log()
+
+
+@pytest.mark.parametrize("seconds", [0.5, 30], ids=["answered-in-time", "stuck-past-deadline"])
+def test_a_stopping_worker_answers_what_it_holds_and_never_waits_for_a_stuck_thread(
+    tmp_path, seconds
+):
+    """SIGTERM while a request runs: one that ends in time is answered as usual; one whose
+    thread hangs (a database paused, here a sleep) gets the deadline's 503, and the worker
+    then exits SHUTDOWN_GRACE later, not when granian kills it 30 s later."""
+    with production(tmp_path, {}, workers=1, target="tests.wsgi_apps:impatient") as server:
+        answers: list[Answer] = []
+        client = threading.Thread(
+            target=lambda: answers.append(send(server.port, "GET", f"/sleep?seconds={seconds}"))
+        )
+        client.start()
+        time.sleep(0.2)
+        began = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)
+        took = time.monotonic() - began
+        client.join(10)
+        log = server.log()
+    stuck = seconds > IMPATIENT_TIMEOUT
+    assert [answer.status for answer in answers] == [503 if stuck else 200]
+    assert took < IMPATIENT_TIMEOUT + SHUTDOWN_GRACE + 3, took
+    assert ("exiting with 1 request threads still running" in log) == stuck
+    assert "Killing" not in log and "Traceback" not in log
 
 
 def test_a_body_past_its_timeout_gets_408_with_its_request_id_and_line(tmp_path):
