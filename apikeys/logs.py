@@ -29,11 +29,13 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 
 from apikeys.auth import header
 from apikeys.crypto import BARE_LENGTH, contains_secret, masked, masked_bare
+from apikeys.metrics import ABANDONED
 from apikeys.process import process_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
 log = logging.getLogger("apikeys.request")
+_late = logging.getLogger(__name__)
 
 _WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 #: The request line's fields besides the method, path and status of its message.
@@ -268,6 +270,14 @@ def _finish(response: Response) -> Response:
     # The proxies' objects, looked up once (a proxy looks its object up on each use).
     context, current = g._get_current_object(), cast(Any, request)._get_current_object()
     response.headers[REQUEST_ID_HEADER] = context.request_id
+    if ABANDONED in current.environ:
+        # The client had the deadline's 503, with its request line: one line a request.
+        _late.warning(
+            "%s %s ended past its deadline: %d after %.0f ms, its client had a 503",
+            *(current.method, current.path, response.status_code),
+            (time.perf_counter() - context.request_started) * 1000,
+        )
+        return response
     principal = context.get("principal")
     log_request(
         context.request_id,
