@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
@@ -93,6 +93,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     failures: int
+    cpu_us: float = 0.0  # the server's CPU (all its processes) per request answered
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,22 @@ def wrk(port: int, path: str, keys: Path | None, seconds: float, connections: in
         p99_ms=figures["p99_us"] / 1000,
         failures=figures["non_2xx"] + figures["socket_errors"],
     )
+
+
+def group_cpu_seconds(group: int) -> float:
+    """CPU seconds, user and system, that the live processes of process group ``group``
+    (a server's master and workers) have used so far (Linux's /proc)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            # The fields after the command's closing parenthesis: pgrp is the 3rd,
+            # utime and stime the 12th and 13th.
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue  # not a process, or one that has ended
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def median(loads: list[Load]) -> Load:
@@ -503,9 +520,12 @@ def main() -> None:
         with redis_commands(args.redis_url, f"{prefix}-{check_port}") as commands:
             for _ in range(args.rounds):
                 for target in targets:
+                    cpu = group_cpu_seconds(target.server.process.pid)
                     load = wrk(
                         target.server.port, target.path, target.keys, args.seconds, args.connections
                     )
+                    spent = group_cpu_seconds(target.server.process.pid) - cpu
+                    load = replace(load, cpu_us=spent / (load.rps * args.seconds) * 1e6)
                     rounds[target.label].append(load)
         print()
         report(targets, rounds)
@@ -566,6 +586,16 @@ def report(targets: list[Target], rounds: dict[str, list[Load]]) -> None:
             f"{target.label:28}{load.rps:8.0f}{load.p50_ms:8.2f}{load.p99_ms:8.2f}{ratio:>10}"
             f"   {every}"
         )
+    cpu = {
+        target.label: statistics.median(load.cpu_us for load in rounds[target.label])
+        for target in targets
+    }
+    check_cpu, ceiling_cpu = cpu[targets[1].label], cpu[targets[0].label]
+    print(
+        f"Server CPU per request, all its processes (median round): ceiling {ceiling_cpu:.0f} us,"
+        f" check {check_cpu:.0f} us ({check_cpu / ceiling_cpu:.2f} x); the machine has"
+        f" {os.cpu_count()} cores"
+    )
     throughput, p99 = paired(rounds[targets[1].label], ceiling)
     print(
         f"check/ceiling: throughput {throughput:.2f} (goal >= 0.7), p99 {p99:.2f} x the "
