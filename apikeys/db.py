@@ -219,10 +219,11 @@ def init_app(app: Flask) -> None:
 def impatient(milliseconds: int) -> Iterator[None]:
     """Run the writes inside within ``milliseconds`` of lock waiting, or fail: for writes
     that matter less than the request that makes them, which must not wait behind
-    another process's write lock for the whole ``DATABASE_TIMEOUT``."""
+    another process's write lock for the whole ``DATABASE_TIMEOUT``. They are not the
+    request's change: its deadline does not govern them (apikeys/deadline.py)."""
     opened = database.obj
     if isinstance(opened, PostgresqlDatabase):
-        with opened.atomic():
+        with deadline.aside(), opened.atomic():
             opened.execute_sql(
                 "SELECT set_config('lock_timeout', %s, true),"
                 " set_config('statement_timeout', %s, true)",

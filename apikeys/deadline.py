@@ -10,7 +10,9 @@ one lock:
 - the server *gives up* on the request (``give_up``): from then on the request's COMMIT is
   refused (``Abandoned``, and the transaction rolls back), unless its COMMIT has begun;
   then the server waits for the app's own answer instead, which tells what happened;
-- the database (apikeys.db) calls ``begin_commit`` right before a transaction's COMMIT.
+- the database (apikeys.db) calls ``begin_commit`` right before a transaction's COMMIT;
+  once one has begun, the request has changed something, and its answer must say so.
+  Writes on the side (``aside``) are not the request's change and do not count.
 
 A thread with no deadline (the CLI, the start-up, a test's client) commits freely.
 """
@@ -56,6 +58,18 @@ _current: ContextVar[Deadline | None] = ContextVar("deadline", default=None)
 def bound(deadline: Deadline) -> Iterator[None]:
     """The block's commits are ``deadline``'s to allow."""
     token = _current.set(deadline)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def aside() -> Iterator[None]:
+    """Writes a request makes on the side (its key's last use, the audit log's pruning):
+    not the change its answer reports, so the deadline neither refuses their commit nor,
+    once they have committed, waits for the request's answer."""
+    token = _current.set(None)
     try:
         yield
     finally:

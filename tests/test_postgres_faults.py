@@ -7,6 +7,8 @@ import json
 import threading
 import time
 
+import psycopg
+
 from apikeys import crypto, db, scopes, service
 from app import create_app
 from tests.conftest import REDIS_URL, bearer, prepared
@@ -139,3 +141,30 @@ def test_a_write_the_deadline_answered_503_is_rolled_back_when_postgresql_resume
     assert late.status == 503
     assert "late" not in names
     assert again.status == 201
+
+
+def test_the_deadline_still_holds_after_a_write_on_the_side_has_committed(tmp_path):
+    """The key's last use is written in a transaction of its own before the request's
+    change (every request writes it here). That commit is not the request's change: when
+    the change then waits on a lock past the deadline (1 s here), the answer is 503 and
+    the change is not made, rather than a wait for however long the lock is held."""
+    admin = crypto.generate_secret()
+    headers = bearer(admin) | {"Content-Type": "application/json"}
+    body = json.dumps({"name": "victim", "scopes": ["read:billing"]}).encode()
+    with postgres_server() as database:
+        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL, "APIKEYS_BOOTSTRAP_KEY": admin}
+        env |= {"LAST_USED_INTERVAL_SECONDS": "0"}
+        target = "tests.wsgi_apps:impatient_service"
+        with production(tmp_path, env, workers=1, target=target) as server:
+            victim = json.loads(server.request("POST", API, headers, body).body)["id"]
+            rename = json.dumps({"name": "renamed"}).encode()
+            with psycopg.connect(database.url) as other:
+                other.execute("LOCK TABLE audit_event IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                patched = server.request("PATCH", f"{API}/{victim}", headers, rename)
+                took = time.monotonic() - started
+                time.sleep(1)  # the change waits on; the lock goes with this transaction
+            # One app thread: this runs once the abandoned change has ended.
+            name = json.loads(server.request("GET", f"{API}/{victim}", headers).body)["name"]
+    assert patched.status == 503 and took < 2, (patched.status, took)
+    assert name == "victim"
