@@ -53,7 +53,15 @@ class _Sqlite(_CommitsWithinDeadline, SqliteDatabase):
 
 
 class _PooledPostgresql(_CommitsWithinDeadline, PooledPostgresqlDatabase):
-    pass
+    def commit(self) -> Any:
+        try:
+            return super().commit()
+        except deadline.Abandoned:
+            raise
+        except Exception:
+            # Sent, then failed: the server may have committed before it went away.
+            deadline.commit_failed()
+            raise
 
 
 def open_database(

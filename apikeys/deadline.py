@@ -37,6 +37,8 @@ class Deadline:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._given_up = self._committing = False
+        #: A COMMIT of the request's failed: whether it took effect is unknown.
+        self.commit_failed = False
 
     def give_up(self) -> bool:
         """True when the request will now commit nothing; False when its commit has begun."""
@@ -81,3 +83,17 @@ def begin_commit() -> None:
     deadline = _current.get()
     if deadline is not None:
         deadline.begin_commit()
+
+
+def commit_failed() -> None:
+    """A COMMIT raised after it was sent: the server may have committed (PostgreSQL, the
+    connection cut or the server stopped on the way), so the change's outcome is unknown."""
+    deadline = _current.get()
+    if deadline is not None:
+        deadline.commit_failed = True
+
+
+def outcome_unknown() -> bool:
+    """Whether a COMMIT of this request's failed, so that its error must not say "retry"."""
+    deadline = _current.get()
+    return deadline is not None and deadline.commit_failed

@@ -87,3 +87,13 @@ class ServiceUnavailable(ServiceError):
     status = 503
     code = "service_unavailable"
     message = "The service cannot answer now; retry shortly"
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """The database failed, or stopped answering, while it committed the request's change:
+    no client of a database can tell whether the change was made."""
+
+    message = (
+        "The database failed while committing the change, which may or may not have been "
+        "made: check before you retry"
+    )

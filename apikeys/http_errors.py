@@ -16,8 +16,8 @@ from peewee import DatabaseError, IntegrityError, InterfaceError, PeeweeExceptio
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
-from apikeys import db
-from apikeys.errors import RateLimited, ServiceError, ServiceUnavailable
+from apikeys import db, deadline
+from apikeys.errors import OutcomeUnknown, RateLimited, ServiceError, ServiceUnavailable
 from apikeys.repeated_warnings import Throttled
 
 # The name these lines had before the module was split: operators' log searches know it.
@@ -139,9 +139,9 @@ def handle_database_error(error: PeeweeException) -> Response:
     # The driver's first line names the fault; later lines may quote the statement's values.
     reason = str(error).strip().partition("\n")[0]
     _unavailable.warning("database unavailable: %s: %s", type(error).__name__, reason)
-    return error_response(
-        503, "service_unavailable", ServiceUnavailable.message, headers={"Retry-After": "1"}
-    )
+    unknown = deadline.outcome_unknown()
+    message = OutcomeUnknown.message if unknown else ServiceUnavailable.message
+    return error_response(503, "service_unavailable", message, headers={"Retry-After": "1"})
 
 
 def handle_unexpected(error: Exception) -> Response:

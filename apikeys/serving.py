@@ -56,6 +56,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from apikeys import logs, metrics
 from apikeys.deadline import Deadline, bound
+from apikeys.errors import OutcomeUnknown
 from apikeys.http_errors import error_body
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class OwnAnswer(NamedTuple):
 
 
 _JSON = ("content-type", "application/json")
+_LATE = "The service cannot answer in time; retry shortly"
 _HEALTHY = b'{"status":"ok"}\n'
 _HEALTH = OwnAnswer(200, [_JSON, ("content-length", str(len(_HEALTHY)))], _HEALTHY)
 
@@ -201,31 +203,29 @@ class Adapter:
         self.running.add(running)
         running.add_done_callback(self.running.discard)
         answer = asyncio.wrap_future(running)
+        committing = False
         try:
-            try:
-                async with asyncio.timeout(self.request_timeout):
-                    return await asyncio.shield(answer)
-            except TimeoutError:
-                if not deadline.give_up():
-                    log.warning(
-                        "%s %s: no answer within %g s, but a commit has begun: waiting for it",
-                        *(scope.method, scope.path, self.request_timeout),
-                    )
-                    return await answer
-            answer.cancel()  # one still waiting for a thread never runs
-            environ[metrics.ABANDONED] = True  # the app's answer, if it comes, is not counted
-            log.warning(
-                "%s %s: no answer within %g s", scope.method, scope.path, self.request_timeout
-            )
-            return _error(
-                503,
-                "service_unavailable",
-                "The service cannot answer in time; retry shortly",
-                extra=[("retry-after", "1")],
-            )
+            done = await _within(answer, self.request_timeout)
+            if done is None and not deadline.give_up():
+                # Its change is being committed: only its own answer can say whether it was
+                # made. That too has a bound: a database that hangs in a COMMIT.
+                committing = True
+                log.warning(
+                    "%s %s: no answer within %g s, but a commit has begun: waiting for it",
+                    *(scope.method, scope.path, self.request_timeout),
+                )
+                done = await _within(answer, self.request_timeout)
         except Exception:
             log.exception("the app failed outside its own error handling")
             return _error(500, "internal_error", "Internal error")
+        if done is not None:
+            return done
+        answer.cancel()  # one still waiting for a thread never runs
+        environ[metrics.ABANDONED] = True  # the app's answer, if it comes, is not counted
+        waited = self.request_timeout * (2 if committing else 1)
+        log.warning("%s %s: no answer within %g s", scope.method, scope.path, waited)
+        message = OutcomeUnknown.message if committing else _LATE
+        return _error(503, "service_unavailable", message, extra=[("retry-after", "1")])
 
     def _client_address(self, scope: Any, headers: dict[str, str]) -> str:
         address, _ = _host_port(scope.client)
@@ -268,6 +268,15 @@ class Adapter:
         if body is None or (declared is not None and len(body) != declared):
             return _error(400, "invalid_request", "The request body ended early", close=True)
         return body
+
+
+async def _within(answer: asyncio.Future[Answer], seconds: float) -> Answer | None:
+    """``answer``, or None if it takes over ``seconds`` (it goes on meanwhile)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await asyncio.shield(answer)
+    except TimeoutError:
+        return None
 
 
 class BodyTooLarge(Exception):

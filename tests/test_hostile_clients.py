@@ -446,6 +446,11 @@ def test_a_request_whose_commit_has_begun_is_answered_by_the_app_past_the_deadli
         assert json.loads(committed.body)["PATH_INFO"] == "/commit"
         assert timed(server.port, "GET", "/sleep?seconds=2")[0].status == 503
         assert "a commit has begun: waiting for it" in server.log()
+        # A COMMIT that hangs (the database stopped in it) is waited for one deadline more:
+        # then 503, saying that the change may have been made.
+        hung, elapsed = timed(server.port, "GET", "/commit?seconds=5")
+        assert hung.status == 503 and 2 * IMPATIENT_TIMEOUT <= elapsed < 4, elapsed
+        assert "may or may not have been made" in hung.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("seconds", [0.5, 30], ids=["answered-in-time", "stuck-past-deadline"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
@@ -168,3 +169,42 @@ def test_the_deadline_still_holds_after_a_write_on_the_side_has_committed(tmp_pa
             name = json.loads(server.request("GET", f"{API}/{victim}", headers).body)["name"]
     assert patched.status == 503 and took < 2, (patched.status, took)
     assert name == "victim"
+
+
+def test_a_commit_cut_off_midway_is_503_saying_the_change_may_have_been_made(tmp_path):
+    """A COMMIT waits (for a synchronous standby that never comes) and its connection is
+    cut: PostgreSQL has committed it locally. "Retry shortly" would make the client create
+    the key again; the answer says instead that the change may have been made."""
+    admin = crypto.generate_secret()
+    headers = bearer(admin) | {"Content-Type": "application/json"}
+    body = json.dumps({"name": "cut", "scopes": ["read:billing"]}).encode()
+    with postgres_server() as database, psycopg.connect(database.url, autocommit=True) as other:
+        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL, "APIKEYS_BOOTSTRAP_KEY": admin}
+        with production(tmp_path, env, workers=1) as server:
+            assert server.request("GET", API, headers).status == 200
+            other.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+            other.execute("SELECT pg_reload_conf()")
+            with ThreadPoolExecutor(1) as client:
+                created = client.submit(server.request, "POST", API, headers, body)
+                _terminate_once_waiting_for_sync_rep(other)
+                reply = created.result(timeout=30)
+            other.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            other.execute("SELECT pg_reload_conf()")
+            names = [
+                key["name"] for key in json.loads(server.request("GET", API, headers).body)["data"]
+            ]
+    assert reply.status == 503
+    assert "may or may not have been made" in json.loads(reply.body)["error"]["message"]
+    assert "cut" in names  # it was made
+
+
+def _terminate_once_waiting_for_sync_rep(connection: psycopg.Connection) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ended = connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        ).fetchall()
+        if ended:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no COMMIT waited for a synchronous standby")
