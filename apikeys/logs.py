@@ -33,6 +33,9 @@ from apikeys.metrics import ABANDONED
 from apikeys.process import process_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: The environ key of the id a server gave the request (apikeys.serving), which the app
+#: takes rather than make one of its own.
+REQUEST_ID = "apikeys.request_id"
 
 log = logging.getLogger("apikeys.request")
 _late = logging.getLogger(__name__)
@@ -261,7 +264,10 @@ def _begin() -> None:
     # Each use of a proxy (g, request) looks its object up anew: once per hook suffices.
     context = g._get_current_object()
     context.request_started = time.perf_counter()
-    context.request_id = request_id_from(header(request.environ, REQUEST_ID_HEADER))
+    environ = request.environ
+    context.request_id = environ.get(REQUEST_ID) or request_id_from(
+        header(environ, REQUEST_ID_HEADER)
+    )
 
 
 def _finish(response: Response) -> Response:

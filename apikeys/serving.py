@@ -170,14 +170,15 @@ class Adapter:
         started = time.perf_counter()
         read = read_headers(scope.headers)
         headers = read.values
+        # One id whoever answers, the app or this adapter (both, past the deadline).
+        request_id = logs.request_id_from(headers.get("x-request-id"))
         answer: Answer
         if scope.path == "/healthz" and scope.method in ("GET", "HEAD"):
             answer = _HEALTH
         else:
-            answer = await self._answer(scope, proto, read)
+            answer = await self._answer(scope, proto, read, request_id)
         status, response_headers, body = answer
         if isinstance(answer, OwnAnswer):
-            request_id = logs.request_id_from(headers.get("x-request-id"))
             response_headers = [*response_headers, ("x-request-id", request_id)]
             # Counted before it is sent, as the app's are: a scrape that follows an answer
             # (on any worker) always counts it.
@@ -188,7 +189,9 @@ class Adapter:
             client = self._client_address(scope, headers)
             logs.log_request(request_id, scope.method, scope.path, status, started, client)
 
-    async def _answer(self, scope: Any, proto: Any, read: RequestHeaders) -> Answer:
+    async def _answer(
+        self, scope: Any, proto: Any, read: RequestHeaders, request_id: str
+    ) -> Answer:
         if read.size > MAX_HEADER_BYTES:
             return _error(
                 431, "headers_too_large", f"Request headers exceed {MAX_HEADER_BYTES} bytes"
@@ -197,6 +200,7 @@ class Adapter:
         if isinstance(body, tuple):
             return body
         environ = build_environ(scope, read, body)
+        environ[logs.REQUEST_ID] = request_id
         deadline = Deadline()
         executor = self.executors.get(scope.path, self.executor)
         running = executor.submit(run_wsgi, self.app, environ, deadline)
