@@ -15,7 +15,8 @@ adapter stands between granian and the WSGI app and guarantees:
   time waiting for a thread included: past it the answer is 503 ``service_unavailable``
   with Retry-After. The thread finishes on its own and its answer is dropped, and so is
   its write: a transaction that had not begun to commit is rolled back. Only a request
-  whose commit had begun is waited for, and answered as the app answers it
+  whose commit had begun is waited for, one deadline more, and answered as the app
+  answers it; past that, its 503 says that the change may or may not have been made
   (apikeys/deadline.py).
   The app's own bounds sit inside it: database statements and connections about 5 s,
   Redis 0.5 s.
@@ -137,10 +138,10 @@ class Adapter:
         self.request_timeout = request_timeout
         # Threads live as long as the process: no idle exit, no thread-local state lost.
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
-        # A bulkhead: requests to these paths (the hot path) never queue behind the others,
-        # which may all be waiting on the database's write lock.
         #: The app's calls under way (or queued), for the exit to know what still runs.
         self.running: set[concurrent.futures.Future] = set()
+        # A bulkhead: requests to these paths (the hot path) never queue behind the others,
+        # which may all be waiting on the database's write lock.
         self.executors = {
             path: ThreadPoolExecutor(threads, thread_name_prefix="wsgi" + path.replace("/", "-"))
             for path in own_threads
