@@ -139,8 +139,8 @@ def handle_database_error(error: PeeweeException) -> Response:
     # The driver's first line names the fault; later lines may quote the statement's values.
     reason = str(error).strip().partition("\n")[0]
     _unavailable.warning("database unavailable: %s: %s", type(error).__name__, reason)
-    unknown = deadline.outcome_unknown()
-    message = OutcomeUnknown.message if unknown else ServiceUnavailable.message
+    # A COMMIT that failed once sent may have taken effect: "retry" would repeat it.
+    message = OutcomeUnknown.message if deadline.outcome_unknown() else ServiceUnavailable.message
     return error_response(503, "service_unavailable", message, headers={"Retry-After": "1"})
 
 
