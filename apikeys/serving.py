@@ -15,8 +15,8 @@ adapter stands between granian and the WSGI app and guarantees:
   time waiting for a thread included: past it the answer is 503 ``service_unavailable``
   with Retry-After. The thread finishes on its own and its answer is dropped, and so is
   its write: a transaction that had not begun to commit is rolled back. Only a request
-  whose commit had begun is waited for, one deadline more, and answered as the app
-  answers it; past that, its 503 says that the change may or may not have been made
+  whose commit had begun is waited for, ``COMMIT_PATIENCE`` seconds more, and answered
+  as the app answers it; past that, its 503 says that the change may or may not have been made
   (apikeys/deadline.py).
   The app's own bounds sit inside it: database statements and connections about 5 s,
   Redis 0.5 s.
@@ -71,6 +71,10 @@ REQUEST_TIMEOUT = 15.0
 MAX_HEADER_BYTES = 16 * 1024
 #: granian's read buffer: headers above it get granian's own empty 431 (its default).
 MAX_BUFFER_BYTES = 8192 + 4096 * 100
+#: Seconds more for a request whose COMMIT had begun at its deadline (a COMMIT takes
+#: milliseconds), then 503 saying that the change may have been made. Deadline and this
+#: stay under serve.py's 30 s for a stopping worker to finish its requests.
+COMMIT_PATIENCE = 5.0
 #: Seconds a worker that has answered every request waits, on exit, for threads that
 #: still run past their deadline; then it exits without them.
 SHUTDOWN_GRACE = 2.0
@@ -124,6 +128,7 @@ class Adapter:
         own_threads: Iterable[str] = (),
         body_timeout: float = BODY_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
+        commit_patience: float = COMMIT_PATIENCE,
     ) -> None:
         self.app = app
         config = getattr(app, "config", {})
@@ -135,7 +140,7 @@ class Adapter:
             ProxyFix(lambda environ, _: environ["REMOTE_ADDR"], x_for=trusted) if trusted else None
         )
         self.body_timeout = body_timeout
-        self.request_timeout = request_timeout
+        self.request_timeout, self.commit_patience = request_timeout, commit_patience
         # Threads live as long as the process: no idle exit, no thread-local state lost.
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
         #: The app's calls under way (or queued), for the exit to know what still runs.
@@ -219,7 +224,7 @@ class Adapter:
                     "%s %s: no answer within %g s, but a commit has begun: waiting for it",
                     *(scope.method, scope.path, self.request_timeout),
                 )
-                done = await _within(answer, self.request_timeout)
+                done = await _within(answer, self.commit_patience)
         except Exception:
             log.exception("the app failed outside its own error handling")
             return _error(500, "internal_error", "Internal error")
@@ -227,7 +232,7 @@ class Adapter:
             return done
         answer.cancel()  # one still waiting for a thread never runs
         environ[metrics.ABANDONED] = True  # the app's answer, if it comes, is not counted
-        waited = self.request_timeout * (2 if committing else 1)
+        waited = self.request_timeout + (self.commit_patience if committing else 0)
         log.warning("%s %s: no answer within %g s", scope.method, scope.path, waited)
         message = OutcomeUnknown.message if committing else _LATE
         return _error(503, "service_unavailable", message, extra=[("retry-after", "1")])

@@ -2,9 +2,9 @@
 
 ``echo``: answers the WSGI environ the server built, as JSON. ``GET /sleep?seconds=N``
 sleeps first; ``GET /commit?seconds=N`` begins a commit (apikeys.deadline), then sleeps.
-``impatient``: the same behind an adapter with one thread, and a request deadline and a
-body timeout of ``IMPATIENT_TIMEOUT`` seconds, so that a test can pass them quickly; it
-writes the service's request lines for the adapter's own answers.
+``impatient``: the same behind an adapter with one thread, and a request deadline, a body
+timeout and a patience with a COMMIT of ``IMPATIENT_TIMEOUT`` seconds, so that a test can
+pass them quickly; it writes the service's request lines for the adapter's own answers.
 ``impatient_service``: the service (its database prepared), with ``GET /sleep?seconds=N``
 added, behind an adapter with one thread and a request deadline of ``IMPATIENT_TIMEOUT``
 seconds.
@@ -60,7 +60,11 @@ def echo():
 def impatient() -> Adapter:
     logs.configure("json", "INFO")
     return Adapter(
-        echo_app, threads=1, request_timeout=IMPATIENT_TIMEOUT, body_timeout=IMPATIENT_TIMEOUT
+        echo_app,
+        threads=1,
+        request_timeout=IMPATIENT_TIMEOUT,
+        body_timeout=IMPATIENT_TIMEOUT,
+        commit_patience=IMPATIENT_TIMEOUT,
     )
 
 
