@@ -208,3 +208,29 @@ def _terminate_once_waiting_for_sync_rep(connection: psycopg.Connection) -> None
             return
         time.sleep(0.05)
     raise AssertionError("no COMMIT waited for a synchronous standby")
+
+
+def test_a_missing_synchronous_standby_never_holds_the_check_on_its_last_use_write(tmp_path):
+    """Every check here writes its key's last use. A COMMIT waiting for a synchronous
+    standby heeds no statement or lock timeout: the write on the side commits locally."""
+    admin = crypto.generate_secret()
+    check = bearer(admin) | {"X-Required-Scope": "read:api_keys"}
+    with postgres_server() as database, psycopg.connect(database.url, autocommit=True) as other:
+        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL, "APIKEYS_BOOTSTRAP_KEY": admin}
+        env |= {"LAST_USED_INTERVAL_SECONDS": "0"}
+        with production(tmp_path, env, workers=2) as server:
+            other.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+            other.execute("SELECT pg_reload_conf()")
+            with ThreadPoolExecutor(6) as clients:
+                started = time.monotonic()
+                replies = list(
+                    clients.map(lambda _: server.request("GET", CHECK, check), range(12))
+                )
+                took = time.monotonic() - started
+            waiting = other.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+            ).fetchone()[0]
+            other.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            other.execute("SELECT pg_reload_conf()")
+    assert [reply.status for reply in replies] == [200] * 12
+    assert took < 3 and waiting == 0, (took, waiting)
