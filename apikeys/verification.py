@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,6 +85,7 @@ class _Outage:
 
 
 _outage: _Outage | None = None
+_outage_lock = threading.Lock()
 
 
 def _record_use(key_id: str, now: datetime, interval: int) -> None:
@@ -99,13 +101,15 @@ def _record_use(key_id: str, now: datetime, interval: int) -> None:
             _touch(key_id, now, interval)
     except PeeweeException as error:
         db.discard_connection()  # it may be the handle that is read-only, not the file
-        if outage is None or outage.database is not opened:
+        with _outage_lock:  # threads that failed together: one of them says so
+            known = _outage is not None and _outage.database is opened
+            _outage = _Outage(opened, time.monotonic() + TOUCH_BACKOFF_SECONDS)
+        if not known:
             log.warning(
                 "cannot record keys' last use (%s); checks go on without it, retrying every %g s",
                 str(error).partition("\n")[0],
                 TOUCH_BACKOFF_SECONDS,
             )
-        _outage = _Outage(opened, time.monotonic() + TOUCH_BACKOFF_SECONDS)
         return
     metrics.count_last_used_write()
     if outage is not None:
