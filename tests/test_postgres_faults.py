@@ -167,7 +167,7 @@ def test_the_deadline_still_holds_after_a_write_on_the_side_has_committed(tmp_pa
                 time.sleep(1)  # the change waits on; the lock goes with this transaction
             # One app thread: this runs once the abandoned change has ended.
             name = json.loads(server.request("GET", f"{API}/{victim}", headers).body)["name"]
-    assert patched.status == 503 and took < 2, (patched.status, took)
+    assert patched.status == 503 and took < 3, (patched.status, took)  # not the 5 s lock timeout
     assert name == "victim"
 
 
