@@ -2,9 +2,10 @@
 
 ``echo``: answers the WSGI environ the server built, as JSON. ``GET /sleep?seconds=N``
 sleeps first; ``GET /commit?seconds=N`` begins a commit (apikeys.deadline), then sleeps.
-``impatient``: the same behind an adapter with one thread, and a request deadline, a body
-timeout and a patience with a COMMIT of ``IMPATIENT_TIMEOUT`` seconds, so that a test can
-pass them quickly; it writes the service's request lines for the adapter's own answers.
+``impatient``: the same behind an adapter with one thread, a request deadline and a body
+timeout of ``IMPATIENT_TIMEOUT`` seconds and a patience with a COMMIT of
+``IMPATIENT_COMMIT_PATIENCE``, so that a test can pass them quickly; it writes the
+service's request lines for the adapter's own answers.
 ``impatient_service``: the service (its database prepared), with ``GET /sleep?seconds=N``
 added, behind an adapter with one thread and a request deadline of ``IMPATIENT_TIMEOUT``
 seconds.
@@ -21,6 +22,7 @@ from apikeys import deadline, logs
 from apikeys.serving import Adapter
 
 IMPATIENT_TIMEOUT = 1.0
+IMPATIENT_COMMIT_PATIENCE = 2.0
 ECHOED = (
     "REQUEST_METHOD",
     "SCRIPT_NAME",
@@ -64,7 +66,7 @@ def impatient() -> Adapter:
         threads=1,
         request_timeout=IMPATIENT_TIMEOUT,
         body_timeout=IMPATIENT_TIMEOUT,
-        commit_patience=IMPATIENT_TIMEOUT,
+        commit_patience=IMPATIENT_COMMIT_PATIENCE,
     )
 
 
