@@ -43,25 +43,26 @@ class _CommitsWithinDeadline(Database):
     """A COMMIT only while the request it writes for has not been answered without it
     (apikeys.deadline); a refused one raises, and peewee rolls the transaction back."""
 
+    #: Whether a COMMIT that fails once sent may still have taken effect.
+    uncertain_when_failed = False
+
     def commit(self) -> Any:
         deadline.begin_commit()
-        return super().commit()
+        try:
+            return super().commit()
+        except Exception:
+            if self.uncertain_when_failed:
+                deadline.commit_failed()
+            raise
 
 
 class _Sqlite(_CommitsWithinDeadline, SqliteDatabase):
-    pass
+    pass  # a COMMIT that fails is rolled back
 
 
 class _PooledPostgresql(_CommitsWithinDeadline, PooledPostgresqlDatabase):
-    def commit(self) -> Any:
-        try:
-            return super().commit()
-        except deadline.Abandoned:
-            raise
-        except Exception:
-            # Sent, then failed: the server may have committed before it went away.
-            deadline.commit_failed()
-            raise
+    # The server may have committed before the connection broke or it stopped answering.
+    uncertain_when_failed = True
 
 
 def open_database(
