@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psycopg
 
 from apikeys import crypto, db, scopes, service
 from app import create_app
 from tests.conftest import REDIS_URL, bearer, prepared
-from tests.servers import Reply, Server, postgres_server, production, wait_for_workers
+from tests.servers import Postgres, Reply, Server, postgres_server, production, wait_for_workers
 
 API = "/api/v1/org/api-keys"
 CHECK = "/api/v1/auth/check"
@@ -28,6 +30,30 @@ def _requests(server: Server, secret: str, i: int) -> Reply:
         return server.request("GET", API, bearer(secret))
     body = json.dumps({"name": f"k{i}", "scopes": ["read:billing"]}).encode()
     return server.request("POST", API, bearer(secret) | {"Content-Type": "application/json"}, body)
+
+
+def _service_env(database: Postgres, admin: str, **settings: str) -> dict[str, str]:
+    """serve.py's environment on ``database``, ``admin`` its bootstrap key."""
+    env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL, "APIKEYS_BOOTSTRAP_KEY": admin}
+    return env | settings
+
+
+def _names(server: Server, headers: dict[str, str]) -> list[str]:
+    """The names of the organization's keys, as the API lists them."""
+    return [key["name"] for key in json.loads(server.request("GET", API, headers).body)["data"]]
+
+
+@contextmanager
+def _synchronous_standby_missing(connection: psycopg.Connection) -> Iterator[None]:
+    """Every COMMIT waits for a synchronous standby that never comes, until the block ends
+    (``connection``: autocommit, on the test's own cluster)."""
+    connection.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+    connection.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        connection.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        connection.execute("SELECT pg_reload_conf()")
 
 
 def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recovers(tmp_path):
@@ -123,8 +149,7 @@ def test_a_write_the_deadline_answered_503_is_rolled_back_when_postgresql_resume
     headers = bearer(admin) | {"Content-Type": "application/json"}
     body = json.dumps({"name": "late", "scopes": ["read:billing"]}).encode()
     with postgres_server() as database:
-        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL}
-        env |= {"APIKEYS_BOOTSTRAP_KEY": admin, "DATABASE_TIMEOUT": str(DATABASE_TIMEOUT)}
+        env = _service_env(database, admin, DATABASE_TIMEOUT=str(DATABASE_TIMEOUT))
         target = "tests.wsgi_apps:impatient_service"
         with production(tmp_path, env, workers=1, target=target) as server:
             assert server.request("GET", API, headers).status == 200  # a pooled connection
@@ -135,9 +160,7 @@ def test_a_write_the_deadline_answered_503_is_rolled_back_when_postgresql_resume
             finally:
                 database.resume()
             # One app thread: this runs once the abandoned create has ended.
-            names = [
-                key["name"] for key in json.loads(server.request("GET", API, headers).body)["data"]
-            ]
+            names = _names(server, headers)
             again = server.request("POST", API, headers, body)
     assert late.status == 503
     assert "late" not in names
@@ -153,8 +176,7 @@ def test_the_deadline_still_holds_after_a_write_on_the_side_has_committed(tmp_pa
     headers = bearer(admin) | {"Content-Type": "application/json"}
     body = json.dumps({"name": "victim", "scopes": ["read:billing"]}).encode()
     with postgres_server() as database:
-        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL, "APIKEYS_BOOTSTRAP_KEY": admin}
-        env |= {"LAST_USED_INTERVAL_SECONDS": "0"}
+        env = _service_env(database, admin, LAST_USED_INTERVAL_SECONDS="0")
         target = "tests.wsgi_apps:impatient_service"
         with production(tmp_path, env, workers=1, target=target) as server:
             victim = json.loads(server.request("POST", API, headers, body).body)["id"]
@@ -179,20 +201,13 @@ def test_a_commit_cut_off_midway_is_503_saying_the_change_may_have_been_made(tmp
     headers = bearer(admin) | {"Content-Type": "application/json"}
     body = json.dumps({"name": "cut", "scopes": ["read:billing"]}).encode()
     with postgres_server() as database, psycopg.connect(database.url, autocommit=True) as other:
-        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL, "APIKEYS_BOOTSTRAP_KEY": admin}
-        with production(tmp_path, env, workers=1) as server:
+        with production(tmp_path, _service_env(database, admin), workers=1) as server:
             assert server.request("GET", API, headers).status == 200
-            other.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
-            other.execute("SELECT pg_reload_conf()")
-            with ThreadPoolExecutor(1) as client:
+            with _synchronous_standby_missing(other), ThreadPoolExecutor(1) as client:
                 created = client.submit(server.request, "POST", API, headers, body)
                 _terminate_once_waiting_for_sync_rep(other)
                 reply = created.result(timeout=30)
-            other.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            other.execute("SELECT pg_reload_conf()")
-            names = [
-                key["name"] for key in json.loads(server.request("GET", API, headers).body)["data"]
-            ]
+            names = _names(server, headers)
     assert reply.status == 503
     assert "may or may not have been made" in json.loads(reply.body)["error"]["message"]
     assert "cut" in names  # it was made
@@ -216,21 +231,16 @@ def test_a_missing_synchronous_standby_never_holds_the_check_on_its_last_use_wri
     admin = crypto.generate_secret()
     check = bearer(admin) | {"X-Required-Scope": "read:api_keys"}
     with postgres_server() as database, psycopg.connect(database.url, autocommit=True) as other:
-        env = {"DATABASE_URL": database.url, "REDIS_URL": REDIS_URL, "APIKEYS_BOOTSTRAP_KEY": admin}
-        env |= {"LAST_USED_INTERVAL_SECONDS": "0"}
+        env = _service_env(database, admin, LAST_USED_INTERVAL_SECONDS="0")
         with production(tmp_path, env, workers=2) as server:
-            other.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
-            other.execute("SELECT pg_reload_conf()")
-            with ThreadPoolExecutor(6) as clients:
+            with _synchronous_standby_missing(other), ThreadPoolExecutor(6) as clients:
                 started = time.monotonic()
                 replies = list(
                     clients.map(lambda _: server.request("GET", CHECK, check), range(12))
                 )
                 took = time.monotonic() - started
-            waiting = other.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
-            ).fetchone()[0]
-            other.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            other.execute("SELECT pg_reload_conf()")
+                waiting = other.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                ).fetchone()[0]
     assert [reply.status for reply in replies] == [200] * 12
     assert took < 3 and waiting == 0, (took, waiting)
