@@ -31,6 +31,7 @@ from tests.servers import production, wait_for_workers
 API = "/api/v1/org/api-keys"
 CHECK = "/api/v1/auth/check"
 READ = {"X-Required-Scope": "read:api_keys"}
+READ_BILLING = {"X-Required-Scope": "read:billing"}
 
 _HOLD_WRITE_LOCK = """
 import sqlite3, sys
@@ -375,6 +376,3 @@ def test_a_write_answered_503_by_the_request_deadline_is_rolled_back_not_committ
     assert check.status == 200  # the old secret still works: the roll never happened
     assert again.status == 201
     assert "Traceback" not in log
-
-
-READ_BILLING = {"X-Required-Scope": "read:billing"}
