@@ -319,9 +319,26 @@ def test_a_throttled_warning_is_written_once_per_interval_with_the_count_held_ba
     warning = Throttled(logging.getLogger("apikeys.test"), seconds=0.3)
     for number in range(3):
         warning.warning("database unavailable: %s", number)
+    time.sleep(0.05)
+    assert [record.getMessage() for record in caplog.records] == ["database unavailable: 0"]
     time.sleep(0.35)
     warning.warning("database unavailable: %s", 3)
+    # The interval's end writes what it held back, though no warning came after it.
     assert [record.getMessage() for record in caplog.records] == [
         "database unavailable: 0",
-        "database unavailable: 3 (and 2 more like it since the last such line)",
+        "database unavailable: 2 (and 1 more like it since the last such line)",
+    ]
+    time.sleep(0.4)
+    assert caplog.records[-1].getMessage() == "database unavailable: 3"
+    assert len(caplog.records) == 3
+
+
+def test_the_last_warnings_of_an_outage_are_counted_when_it_ends(caplog):
+    warning = Throttled(logging.getLogger("apikeys.test"), seconds=0.2)
+    for number in range(5):
+        warning.warning("database unavailable: %s", number)
+    time.sleep(0.5)  # the outage is over: no warning comes after these
+    assert [record.getMessage() for record in caplog.records] == [
+        "database unavailable: 0",
+        "database unavailable: 4 (and 3 more like it since the last such line)",
     ]

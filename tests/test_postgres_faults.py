@@ -4,6 +4,7 @@ by itself when the database does. The cluster is the test's own, never the share
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,18 @@ def _requests(server: Server, secret: str, i: int) -> Reply:
         return server.request("GET", API, bearer(secret))
     body = json.dumps({"name": f"k{i}", "scopes": ["read:billing"]}).encode()
     return server.request("POST", API, bearer(secret) | {"Content-Type": "application/json"}, body)
+
+
+#: Seconds between the "database unavailable" lines of one worker (repeated_warnings).
+_THROTTLED_INTERVAL = 10
+
+
+def _warned(log: str) -> int:
+    """The failed requests that the log's "database unavailable" lines stand for: each
+    line's own, and those it says it held back."""
+    lines = [line for line in log.splitlines() if "database unavailable: " in line]
+    held = [re.search(r"and (\d+) more like it", line) for line in lines]
+    return len(lines) + sum(int(found.group(1)) for found in held if found)
 
 
 def _service_env(database: Postgres, admin: str, **settings: str) -> dict[str, str]:
@@ -100,6 +113,7 @@ def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recover
             statuses = []
             while time.monotonic() < back:
                 statuses = [_requests(server, secret, i).status for i in range(i, i + 3)]
+                replies += [Reply(status, {}, b"") for status in statuses if status == 503]
                 i += 3
                 if sorted(statuses) == [200, 200, 201]:
                     break
@@ -107,6 +121,15 @@ def test_a_stopped_postgresql_is_503_with_retry_after_never_500_and_then_recover
             assert sorted(statuses) == [200, 200, 201]
             assert server.request("GET", "/readyz").status == 200
             assert secret not in server.log()
+
+            # Its last seconds are counted too, once their interval has ended, though no
+            # failure came after them: every failed request is in one line or a count.
+            counted = 0
+            ends = time.monotonic() + _THROTTLED_INTERVAL + 2
+            while counted < len(replies) and time.monotonic() < ends:
+                time.sleep(0.5)
+                counted = _warned(server.log())
+            assert counted == len(replies), server.log()[-3000:]
 
 
 def test_a_paused_postgresql_fails_a_new_connection_after_the_connect_timeout(settings):
