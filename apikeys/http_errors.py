@@ -92,9 +92,13 @@ def _bounded(details: Any) -> Any:
     return details
 
 
+#: The message of every 400 that a request's fields fail, beside their ``details``.
+VALIDATION_MESSAGE = "The request is invalid; see details"
+
+
 def _validation_error(data: dict[str, Any]) -> Response:
     details = _validation_details(data)
-    message = "The request is invalid; see details"
+    message = VALIDATION_MESSAGE
     if len(details) > MAX_DETAILS:
         message += f" (the first {MAX_DETAILS} of {len(details)} fields)"
     return error_response(400, "invalid_request", message, details=_bounded(details))

@@ -196,6 +196,30 @@ def test_each_400_documents_its_codes(doc, method, path):
         assert f"`{code}`" in bad_request["description"]
 
 
+#: A request each operation answers with a field's 400, as its document's example shows.
+_FIELD_REFUSED = {
+    ("get", URL): ("?limit=0", None),
+    ("get", EVENTS): ("?limit=0", None),
+    ("post", URL): ("", {"name": "n", "scopes": ["read:billing"], "expires_in_days": 0}),
+    ("patch", ONE): ("", {"expires_in_days": 0}),
+    ("post", ROLL): ("", {"grace_period_seconds": -1}),
+}
+
+
+@pytest.mark.parametrize(("method", "path"), BAD_REQUESTS)
+def test_the_invalid_request_example_is_what_the_service_answers(doc, client, admin, method, path):
+    query, body = _FIELD_REFUSED[(method, path)]
+    url = path.replace("{key_id}", admin.id) + query
+
+    response = getattr(client, method)(url, headers=bearer(admin.key), json=body)
+
+    bad_request = resolve(doc, documented(doc, method, path)["400"])
+    example = bad_request["content"]["application/json"]["examples"]["invalid_request"]
+    assert response.status_code == 400
+    assert response.json == example["value"]
+    assert example["value"]["error"]["details"]
+
+
 @pytest.mark.parametrize(("method", "path"), CHANGES)
 def test_a_policy_violation_is_a_documented_400(doc, client, org, admin, make_key, method, path):
     target = make_key(name="target")  # valid for ever: no longer allowed below

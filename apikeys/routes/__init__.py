@@ -16,7 +16,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from apikeys.audit import Origin
 from apikeys.auth import SECURITY, current_key, header, requires
 from apikeys.errors import InvalidRequest, ServiceError
+from apikeys.http_errors import VALIDATION_MESSAGE
 from apikeys.logs import request_id
+from apikeys.pagination import MAX_LIMIT
 from schemas.errors import ErrorSchema
 
 
@@ -121,16 +123,22 @@ ERROR_HEADERS = {
 }
 
 
+#: The service's errors each status can be: classes, or errors that show their own message
+#: and details.
+Codes = Mapping[int, Iterable[type[ServiceError] | ServiceError]]
+
+
 def error_responses(
     blp: Blueprint,
     *errors: int,
     descriptions: Mapping[int, str] | None = None,
     headers: Mapping[str, Any] | None = None,
-    codes: Mapping[int, Iterable[type[ServiceError]]] | None = None,
+    codes: Codes | None = None,
 ) -> list[Callable]:
     """flask-smorest decorators documenting each error status, in the error shape, with
     the status's own headers and ``headers`` common to them all; ``codes`` names the
-    service's errors a status can be, each given in the description and as an example."""
+    service's errors a status can be, each given in the description and as an example
+    (an error itself rather than its class gives its own message and details)."""
     descriptions, codes = descriptions or {}, codes or {}
     decorators = []
     for status in sorted(errors):
@@ -138,10 +146,7 @@ def error_responses(
         description = descriptions.get(status, HTTPStatus(status).phrase)
         if kinds:
             description += ": " + ", ".join(f"`{kind.code}`" for kind in kinds)
-        examples = {
-            kind.code: {"value": {"error": {"code": kind.code, "message": kind.message}}}
-            for kind in kinds
-        }
+        examples = {kind.code: {"value": {"error": _example(kind)}} for kind in kinds}
         decorators.append(
             blp.alt_response(
                 status,
@@ -154,15 +159,32 @@ def error_responses(
     return decorators
 
 
+def _example(error: type[ServiceError] | ServiceError) -> dict[str, Any]:
+    shown = {"code": error.code, "message": error.message}
+    details = getattr(error, "details", None)  # an error's own, not its class's
+    return shown if details is None else {**shown, "details": details}
+
+
+def invalid_field(name: str, problem: str) -> InvalidRequest:
+    """A 400 for one field, as validation answers it: for the documents' examples."""
+    return InvalidRequest(VALIDATION_MESSAGE, {name: [problem]})
+
+
 #: What a listing's 400 can be: a ``limit`` or ``after`` it cannot read.
-BAD_PAGE = {400: (InvalidRequest,)}
+BAD_PAGE = {
+    400: (
+        invalid_field(
+            "limit", f"Must be greater than or equal to 1 and less than or equal to {MAX_LIMIT}."
+        ),
+    )
+}
 
 
 def protected(
     blp: Blueprint,
     scope: str,
     *errors: int,
-    codes: Mapping[int, Iterable[type[ServiceError]]] | None = None,
+    codes: Codes | None = None,
 ) -> Callable:
     """Require ``scope``, and document the security and every error the view can answer
     (``codes``: as for ``error_responses``)."""

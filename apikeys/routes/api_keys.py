@@ -6,9 +6,9 @@ from flask.views import MethodView
 
 from apikeys import audit, key_limits, service
 from apikeys.auth import authenticate, current_key
-from apikeys.errors import InvalidRequest, InvalidScope, NameTaken, PolicyViolation
+from apikeys.errors import InvalidScope, NameTaken, PolicyViolation
 from apikeys.ratelimit import show_budget, spend_budget
-from apikeys.routes import BAD_PAGE, Blueprint, origin, protected
+from apikeys.routes import BAD_PAGE, Blueprint, invalid_field, origin, protected
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -71,8 +71,14 @@ REVOKED_LINKS = {
     }
 }
 #: The codes of a refused create or PATCH, and of a refused roll (SPEC 3, 11).
-CHANGE_REFUSED = {400: (InvalidRequest, InvalidScope, NameTaken, PolicyViolation)}
-ROLL_REFUSED = {400: (InvalidRequest, PolicyViolation)}
+_BAD_EXPIRY = invalid_field(
+    "expires_in_days", "Must be greater than or equal to 1 and less than or equal to 3650."
+)
+_BAD_GRACE = invalid_field(
+    "grace_period_seconds", "Must be greater than or equal to 0 and less than or equal to 604800."
+)
+CHANGE_REFUSED = {400: (_BAD_EXPIRY, InvalidScope, NameTaken, PolicyViolation)}
+ROLL_REFUSED = {400: (_BAD_GRACE, PolicyViolation)}
 
 
 @blp.route("")
