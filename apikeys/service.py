@@ -12,7 +12,13 @@ from apikeys import audit, crypto, key_limits, scopes
 from apikeys.audit import Origin
 from apikeys.config import ConfigError
 from apikeys.db import database
-from apikeys.errors import InvalidRequest, KeyNotFound, NameTaken, OrganizationNotFound
+from apikeys.errors import (
+    Forbidden,
+    InvalidRequest,
+    KeyNotFound,
+    NameTaken,
+    OrganizationNotFound,
+)
 from apikeys.models import (
     ApiKey,
     IssuedKey,
@@ -132,14 +138,20 @@ def roll_key(
     *,
     origin: Origin = audit.CLI,
     grantor_scopes: Iterable[str] | None = None,
+    by_previous_secret: bool = False,
 ) -> RolledKey:
     """Give a key a new secret; the current one keeps working for ``grace_period_seconds``.
 
     The secret is the key's power, so a grantor (the calling key) must
     hold every scope of the key it rolls. The key's expiry must meet the organization's
     policy as it is now (PATCH it first if a policy set since forbids it).
+
+    A key may not be rolled with its own previous secret (``by_previous_secret``, in a
+    grace period): a leaked secret would get a new one, and end the one its owner rolled for.
     """
     now = utcnow()
+    if by_previous_secret and origin.key_id == key_id:
+        raise Forbidden("A key's previous secret cannot roll it; use its current secret")
     with database.atomic():
         api_key = ApiKey.find_for_change(organization_id, key_id)
         if grantor_scopes is not None:

@@ -31,6 +31,8 @@ class Principal:
     org_id: str
     scopes: frozenset[str]
     rate_limit: str | None = None  # the key's own; None: the service's RATE_LIMIT_PER_KEY
+    #: Presented its previous secret, in a roll's grace period: it may not roll the key.
+    previous_secret: bool = False
 
 
 def verify(
@@ -61,7 +63,7 @@ def verify(
     if last_used_at is None or now - last_used_at >= timedelta(seconds=last_used_interval):
         _record_use(stored.id, now, last_used_interval)
     scopes = frozenset(stored.scopes)
-    return Principal(stored.id, stored.organization_id, scopes, stored.rate_limit)
+    return Principal(stored.id, stored.organization_id, scopes, stored.rate_limit, not current)
 
 
 def _in_grace(

@@ -195,6 +195,25 @@ def test_a_key_can_roll_itself_and_keep_working_through_the_grace(client, admin)
     assert check(client, rolled["key"]) == 200
 
 
+def test_a_previous_secret_cannot_roll_its_key_and_end_the_one_its_owner_rolled_for(
+    client, admin, make_key
+):
+    # A leaked secret, rolled away with a grace period so that the integration can move.
+    leaked = make_key(key_scopes=["write:api_keys", "read:billing"])
+    rolled = roll(client, admin.key, leaked.id, {"grace_period_seconds": 3600}).json
+
+    refused = roll(client, leaked.key, leaked.id, {"grace_period_seconds": 0})
+
+    error(refused, 403, "forbidden")
+    assert "previous secret" in refused.json["error"]["message"]
+    assert check(client, rolled["key"]) == 200  # the owner's new secret still works
+    assert stored(leaked.id)["key_hash"] == crypto.hash_secret(rolled["key"])
+    # Its current secret may roll it, and the previous one still acts as the key elsewhere.
+    other = make_key(key_scopes=["read:billing"])
+    assert roll(client, leaked.key, other.id).status_code == 200
+    assert roll(client, rolled["key"], leaked.id).status_code == 200
+
+
 def test_a_rolled_bootstrap_secret_is_never_seeded_again(app, settings, client):
     secret = crypto.generate_secret()
     service.bootstrap(secret, "default")

@@ -160,5 +160,6 @@ class RollApiKey(MethodView):
             body["grace_period_seconds"],
             origin=origin(),
             grantor_scopes=caller.scopes,
+            by_previous_secret=caller.previous_secret,
         )
         return rolled, {"Cache-Control": "no-store"}
