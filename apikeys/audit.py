@@ -140,8 +140,9 @@ def _changes_json(changes: Mapping[str, tuple[Any, Any]]) -> str:
 
 
 def _client_text(value: str | None) -> str | None:
-    # Cut again after masking: "[redacted]" is longer than the shortest text it replaces.
-    return None if value is None else crypto.masked(value[:MAX_CLIENT_TEXT])[:MAX_CLIENT_TEXT]
+    # Masked whole, then cut: a cut first could leave most of a key that straddles the cut.
+    # A key without its prefix is masked too (a search, but events are rare).
+    return None if value is None else crypto.masked_bare(crypto.masked(value))[:MAX_CLIENT_TEXT]
 
 
 #: GET /api/v1/org/audit-events (and ``audit list``): an organization's events, newest first.

@@ -308,6 +308,17 @@ def test_whatever_user_agent_a_client_sends_the_change_is_made(client, admin, us
     assert "evk_" not in event["user_agent"]
 
 
+@pytest.mark.parametrize("before", ["sdk/1.0 ", "y" * 230 + " "], ids=["whole", "across-the-cut"])
+def test_a_key_without_its_prefix_in_a_user_agent_is_masked(client, admin, before):
+    bare = crypto.generate_secret()[len(crypto.PREFIX) :]
+
+    response = create(client, admin.key, "ci", **{"User-Agent": before + bare})
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    [event] = [e for e in listed(client, admin.key)["data"] if e["actor"]["type"] == "key"]
+    assert event["user_agent"] == (before + crypto.MASK)[: audit.MAX_CLIENT_TEXT]
+
+
 # --- the change and its event: both or neither --------------------------------------------
 
 
