@@ -17,6 +17,7 @@ from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from apikeys import db, deadline
+from apikeys.crypto import masked
 from apikeys.errors import OutcomeUnknown, RateLimited, ServiceError, ServiceUnavailable
 from apikeys.repeated_warnings import Throttled
 
@@ -81,10 +82,11 @@ def _validation_details(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bounded(details: Any) -> Any:
-    """At most MAX_DETAILS entries at each level, with field names cut short."""
+    """At most MAX_DETAILS entries at each level, with field names (a client's: unknown
+    fields are named) masked as messages are, and cut short."""
     if isinstance(details, dict):
         return {
-            str(name)[:_MAX_NAME]: _bounded(value)
+            masked(str(name))[:_MAX_NAME]: _bounded(value)
             for name, value in list(details.items())[:MAX_DETAILS]
         }
     if isinstance(details, list):

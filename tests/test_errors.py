@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from apikeys import crypto
 from apikeys.models import ApiKey
 from app import create_app
 from tests.concurrency import every_connection_busy
@@ -109,6 +110,17 @@ def test_validation_error_carries_details_per_field(client, admin):
     error = assert_error(response, 400, "invalid_request", details=True)
     assert set(error["details"]) == {"name", "scopes", "expires_in_days"}
     assert all(error["details"].values())
+
+
+def test_an_unknown_field_named_like_a_key_is_named_masked(client, admin):
+    secret = crypto.generate_secret()
+    body = {"name": "CI", "scopes": ["read:billing"], secret: 1}
+
+    response = client.post(URL, headers=bearer(admin.key), json=body)
+
+    error = assert_error(response, 400, "invalid_request", details=True)
+    assert error["details"] == {crypto.MASK: ["Unknown field."]}
+    assert secret[len(crypto.PREFIX) :] not in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
