@@ -6,8 +6,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from limits import parse_many
-
 from apikeys import key_limits
 
 LOG_FORMATS = ("json", "text")
@@ -83,10 +81,13 @@ def validate(config: Mapping[str, Any]) -> None:
         if name == "RATE_LIMIT_MAX_PER_KEY" and not config.get(name):
             continue  # unset: RATE_LIMIT_PER_KEY
         try:
-            parse_many(config[name])
+            # As strict as a key's own: a limit of 0 would refuse every request for ever,
+            # with a Retry-After that promises otherwise.
+            key_limits.parse(config[name])
         except ValueError:
             raise ConfigError(
-                f"{name} must be a rate limit such as '1000/minute', got {config[name]!r}"
+                f"{name} must be a rate limit such as '1000/minute' (each limit at least 1 "
+                f"request, at most {key_limits.MAX_LIMITS} limits), got {config[name]!r}"
             ) from None
     if key_limits.exceeds(config["RATE_LIMIT_PER_KEY"], key_limits.cap(config)):
         raise ConfigError("RATE_LIMIT_PER_KEY must not exceed RATE_LIMIT_MAX_PER_KEY")

@@ -184,6 +184,13 @@ def test_a_cap_lowered_since_binds_keys_set_above_it(client, app, admin):
     ("overrides", "message"),
     [
         ({"RATE_LIMIT_MAX_PER_KEY": "lots"}, "RATE_LIMIT_MAX_PER_KEY must be a rate limit"),
+        # A limit of none would refuse every request for ever, saying "retry in 1 s".
+        ({"RATE_LIMIT_PER_KEY": "0/minute"}, "RATE_LIMIT_PER_KEY must be a rate limit"),
+        ({"RATE_LIMIT_FAILED_AUTH": "0/second"}, "RATE_LIMIT_FAILED_AUTH must be a rate limit"),
+        (
+            {"RATE_LIMIT_MAX_PER_KEY": "0/minute", "RATE_LIMIT_PER_KEY": "0/minute"},
+            "RATE_LIMIT_PER_KEY must be a rate limit",
+        ),
         (
             {"RATE_LIMIT_MAX_PER_KEY": "10/minute", "RATE_LIMIT_PER_KEY": "11/minute"},
             "RATE_LIMIT_PER_KEY must not exceed RATE_LIMIT_MAX_PER_KEY",
