@@ -126,7 +126,12 @@ def update_key(
         changed = audit.diff({name: getattr(api_key, name) for name in fields}, fields)
         # Values equal to the key's own change nothing: no write, and no event to record.
         if changed:
-            api_key.change(**{name: after for name, (_, after) in changed.items()})
+            written = {name: after for name, (_, after) in changed.items()}
+            # No secret of the key outlives it: a grace period past its new expiry ends with it.
+            expires_at, until = written.get("expires_at"), api_key.previous_key_expires_at
+            if expires_at and until and expires_at < until:
+                written["previous_key_expires_at"] = expires_at
+            api_key.change(**written)
             audit.record(audit.UPDATED, organization_id, api_key.id, origin, changed)
     return api_key
 

@@ -153,6 +153,26 @@ def test_a_grace_ends_with_the_key_when_the_key_expires_first(client, admin, mak
     assert one(client, admin.key, target.id).json["previous_key_expires_at"] is not None
 
 
+def test_a_grace_ends_with_the_key_when_a_later_change_makes_it_expire_first(
+    client, admin, make_key
+):
+    target = make_key()
+    with time_machine.travel(NOW, tick=False):
+        roll(client, admin.key, target.id, {"grace_period_seconds": 604_800})
+        patch = {"expires_in_days": 1}
+        changed = client.patch(f"{URL}/{target.id}", headers=bearer(admin.key), json=patch).json
+    assert changed["expires_at"] == rfc3339(NOW + timedelta(days=1))
+    assert changed["previous_key_expires_at"] == changed["expires_at"]
+    assert (
+        one(client, admin.key, target.id).json["previous_key_expires_at"] == changed["expires_at"]
+    )
+    with time_machine.travel(NOW + timedelta(days=2), tick=False):  # made never to expire again
+        client.patch(
+            f"{URL}/{target.id}", headers=bearer(admin.key), json={"expires_in_days": None}
+        )
+        assert check(client, target.key) == 401
+
+
 def test_an_empty_object_is_no_grace(client, admin, make_key):
     target = make_key()
     assert roll(client, admin.key, target.id, {}).status_code == 200
