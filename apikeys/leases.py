@@ -14,13 +14,15 @@ of what remains), so a budget near its end, or too small to share, is spent one 
 round trip, exactly.
 
 Units are taken by a small Lua script of this module's own (``BUDGET_SCRIPT``: a sliding
-window counter in one hash per budget, on Redis's clock), which takes a lease or else one
-unit and answers the window's state in one atomic round trip: a lease can never outlive
-the window its units are counted in. When Redis fails (down, paused past the socket
-timeout, out of memory), budgets are counted in this process's memory, one unit at a
-time, for the routes and the check alike, and one request every RETRY_SECONDS tries
-Redis again: a paused Redis costs one request per interval the socket timeout, not every
-request. Without Redis at all (local use) every unit is counted in memory as it is spent.
+window counter in one hash per budget and window length, whatever the amount, so that a
+changed limit is judged by what its window has counted; on Redis's clock), which takes
+a lease or else one unit and answers the window's state in one atomic round trip: a
+lease can never outlive the window its units are counted in. When Redis fails (down,
+paused past the socket timeout, out of memory), budgets are counted in this process's
+memory, one unit at a time, for the routes and the check alike, and one request every
+RETRY_SECONDS tries Redis again: a paused Redis costs one request per interval the
+socket timeout, not every request. Without Redis at all (local use) every unit is
+counted in memory as it is spent, by ``limits``, which counts a changed limit from zero.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ class LeasedLimiter:
     def spend(self, item: RateLimitItem, *identifiers: str, lease: bool = True) -> Window:
         """Spend one unit of the budget ``item`` for ``identifiers``: from a lease of it,
         or (``lease=False``) counted in Redis as it is spent; in memory while Redis fails."""
-        key = _key_for(item, identifiers)
+        key, counter = _names(item, identifiers)
         with self._lock:
             now = self._clock()
             held = self._leases.pop(key, None) if lease else None
@@ -178,7 +180,7 @@ class LeasedLimiter:
             ask_redis = self._may_ask_redis(now)
         if ask_redis:
             size = _lease_size(held.remaining if held else item.amount) if lease else 1
-            window = self._from_redis(item, key, size, now, keep=lease)
+            window = self._from_redis(item, key, counter, size, now, keep=lease)
             if window:
                 return window
         return _counted(self._in_memory, item, identifiers)
@@ -226,12 +228,12 @@ class LeasedLimiter:
         return True
 
     def _from_redis(
-        self, item: RateLimitItem, key: str, size: int, now: float, keep: bool
+        self, item: RateLimitItem, key: str, counter: str, size: int, now: float, keep: bool
     ) -> Window | None:
         """A unit spent in Redis (the rest of a lease of ``size`` kept if ``keep``); None
         if Redis failed, which falls back to memory until the next attempt."""
         try:
-            window, taken = self._lease(item, key, size, now)
+            window, taken = self._lease(item, counter, size, now)
         except RedisError as error:
             self._failed(error)
             return None
@@ -244,13 +246,13 @@ class LeasedLimiter:
         return window
 
     def _lease(
-        self, item: RateLimitItem, key: str, size: int, now: float
+        self, item: RateLimitItem, counter: str, size: int, now: float
     ) -> tuple[Window, _Lease | None]:
-        """A lease of ``size`` units (or of one, when fewer remain), one of its units spent
-        now; or the refusal. One atomic round trip."""
+        """A lease of ``size`` units (or of one, when fewer remain) of the budget counted
+        under ``counter``, one of its units spent now; or the refusal. One atomic round trip."""
         assert self._take is not None  # only asked while there is Redis
         granted, remaining, frees_in, ends_in = self._take(
-            [budget_key(cast(RedisStorage, self._storage), key)],
+            [cast(RedisStorage, self._storage).prefixed_key(counter)],
             [item.amount, item.get_expiry() * 1000, size],
         )
         if not granted:
@@ -291,14 +293,19 @@ def _lease_size(known: int) -> int:
 
 
 @functools.lru_cache(maxsize=LEASES_KEPT)
-def _key_for(item: RateLimitItem, identifiers: tuple[str, ...]) -> str:
-    """``limits``' name for the budget: built once per caller, not on every spend."""
-    return item.key_for(*identifiers)
+def _names(item: RateLimitItem, identifiers: tuple[str, ...]) -> tuple[str, str]:
+    """The budget's two names, built once per caller, not on every spend: its lease's,
+    ``limits``' own, which holds the limit's amount, so that a changed limit takes a new
+    lease at once; and its counter's in Redis, which holds only the window, so that a
+    changed amount is judged by what the window has counted already (a lowered limit
+    binds on the next request, rather than after the window)."""
+    return item.key_for(*identifiers), counter_name(item, *identifiers)
 
 
-def budget_key(storage: RedisStorage, key: str) -> str:
-    """The Redis key of the budget ``key`` names, under the storage's prefix."""
-    return storage.prefixed_key(f"budget/{key}")
+def counter_name(item: RateLimitItem, *identifiers: str) -> str:
+    """The name of the Redis hash that counts ``item``'s window for ``identifiers``
+    (under the storage's prefix): one per window length, whatever the amount."""
+    return "/".join(("budget", *identifiers, f"{item.get_expiry()}s"))
 
 
 def _counted(

@@ -152,4 +152,12 @@ def _automatic_options() -> bool:
 
 @functools.lru_cache(maxsize=16)
 def _parsed(limits: str) -> list[RateLimitItem]:
-    return sorted(parse_many(limits))
+    """The limits ``limits`` states, the tightest of each window length only: a window's
+    count is one, whatever the amount (apikeys/leases.py), so two limits of one length
+    (a key's own and a lowered cap's) would count each request twice."""
+    tightest: dict[int, RateLimitItem] = {}
+    for item in parse_many(limits):
+        known = tightest.get(item.get_expiry())
+        if known is None or item.amount < known.amount:
+            tightest[item.get_expiry()] = item
+    return sorted(tightest.values())

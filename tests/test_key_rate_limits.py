@@ -83,15 +83,44 @@ def test_patch_changes_the_limit_without_a_restart(client, admin):
     assert check(client, key["key"]).headers["RateLimit-Limit"] == "100"
 
     patched = client.patch(
-        f"{URL}/{key['id']}", headers=bearer(admin.key), json={"rate_limit": "1/minute"}
+        f"{URL}/{key['id']}", headers=bearer(admin.key), json={"rate_limit": "50/minute"}
     )
-    assert patched.json["rate_limit"] == "1/minute"
+    assert patched.json["rate_limit"] == "50/minute"
     first = check(client, key["key"])
-    assert (first.status_code, first.headers["RateLimit-Limit"]) == (200, "1")
-    assert check(client, key["key"]).status_code == 429
+    assert (first.status_code, first.headers["RateLimit-Limit"]) == (200, "50")
 
     client.patch(f"{URL}/{key['id']}", headers=bearer(admin.key), json={"rate_limit": None})
     assert check(client, key["key"]).headers["RateLimit-Limit"] == "100"
+
+
+def patch_limit(client, admin, key, rate_limit):
+    body = {"rate_limit": rate_limit}
+    response = client.patch(f"{URL}/{key['id']}", headers=bearer(admin.key), json=body)
+    assert response.status_code == 200, response.json
+
+
+def test_a_lowered_limit_binds_at_once_on_what_its_window_has_spent(client, admin):
+    key = new_key(client, admin, None)
+    own = bearer(key["key"])
+    assert [client.get(URL, headers=own).status_code for _ in range(5)] == [403] * 5
+
+    patch_limit(client, admin, key, "3/minute")  # 5 spent already, in this minute
+
+    refused = client.get(URL, headers=own)
+    assert (refused.status_code, refused.headers["RateLimit-Limit"]) == (429, "3")
+    assert check(client, key["key"]).status_code == 429
+    # A higher one goes on from what was spent (the refused requests count nothing).
+    patch_limit(client, admin, key, "10/minute")
+    assert client.get(URL, headers=own).headers["RateLimit-Remaining"] == "4"
+
+
+def test_a_lowered_limit_binds_the_check_at_once(client, admin):
+    key = new_key(client, admin, None)
+    assert [check(client, key["key"]).status_code for _ in range(5)] == [200] * 5
+
+    patch_limit(client, admin, key, "5/minute")
+
+    assert check(client, key["key"]).status_code == 429
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ def caller():
 
 def counted(storage, item, caller) -> int:
     """The units Redis counts in the current window."""
-    key = leases.budget_key(storage, item.key_for(*caller))
+    key = storage.prefixed_key(leases.counter_name(item, *caller))
     return int(storage.get_connection().hget(key, "current") or 0)
 
 
@@ -234,7 +234,7 @@ def budget(storage, caller):
     """Take units of a 10/minute budget straight through the script: (granted, remaining,
     ms until a unit frees, ms until the window ends), and the hash it keeps."""
     item = parse("10/minute")
-    key = leases.budget_key(storage, item.key_for(*caller))
+    key = storage.prefixed_key(leases.counter_name(item, *caller))
     take = storage.get_connection().register_script(leases.BUDGET_SCRIPT)
 
     def spend(wanted: int = 1) -> list[int]:
