@@ -67,8 +67,11 @@ BODY_TIMEOUT = 10.0
 #: Seconds from a request's body to its answer, waiting for a thread included. Above the
 #: app's own bounds (database about 5 s, Redis 0.5 s), so it fires only when those fail.
 REQUEST_TIMEOUT = 15.0
-#: Bytes of request headers (names and values) answered with a JSON 431 above.
-MAX_HEADER_BYTES = 16 * 1024
+#: Bytes of request headers (names and values) answered with a JSON 431 above. Above
+#: what nginx forwards to the check at most (its default takes four lines of 8 KB): a
+#: proxy never has a client's legal request refused here, which it would take for the
+#: service failing (nginx's auth_request answers any other status with a 500).
+MAX_HEADER_BYTES = 64 * 1024
 #: granian's read buffer: headers above it get granian's own empty 431 (its default).
 MAX_BUFFER_BYTES = 8192 + 4096 * 100
 #: Seconds more for a request whose COMMIT had begun at its deadline (a COMMIT takes

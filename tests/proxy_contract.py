@@ -136,3 +136,21 @@ class ProxyContract:
     @pytest.mark.parametrize("headers", NEVER_A_5XX.values(), ids=NEVER_A_5XX)
     def test_nothing_a_client_sends_is_a_5xx(self, stack, reader, headers):
         assert_not_a_5xx(stack, reader, headers)
+
+    def test_the_largest_headers_a_client_may_send_are_no_5xx(self, stack, reader):
+        # Forwarded to the check: the URI and the user agent, each near a header line's
+        # limit (nginx's is 8 KB), and both key headers.
+        path = "/api/v1/charge_points/cp-1?q=" + "q" * 8000
+        allowed = stack.request("GET", path, {**bearer(reader.secret), "User-Agent": "u" * 8000})
+        refused = stack.request(
+            "GET",
+            "/api/v1/charge_points/cp-1",
+            {
+                "X-API-Key": "k" * 6000,
+                "Authorization": "Bearer " + "b" * 6000,
+                "User-Agent": "u" * 6000,
+            },
+        )
+
+        assert allowed.status == 200, allowed.body
+        assert_refused(refused, 401, "unauthorized")
