@@ -10,6 +10,7 @@ import flask_smorest
 from flask import Flask, Request, Response
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import MapAdapter
 
 from apikeys import audit, db, http_errors, logs, metrics, policy, ratelimit, startup
 from apikeys import config as settings
@@ -41,8 +42,8 @@ class _NoSessions(SecureCookieSessionInterface):
 
 class Service(Flask):
     """Flask, asking once per function rather than on every call whether it is async,
-    with no sessions, no redirects for doubled slashes, and answering OPTIONS with no
-    content rather than an empty page."""
+    with no sessions, no redirects for doubled slashes, WebSocket handshakes answered as
+    plain requests, and answering OPTIONS with no content rather than an empty page."""
 
     session_interface = _NoSessions()
 
@@ -63,6 +64,16 @@ class Service(Flask):
             if not inspect.ismethod(func):
                 self._sync[func] = found
         return found
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        adapter = super().create_url_adapter(request)
+        if adapter is not None:
+            # werkzeug matches a WebSocket handshake only to WebSocket routes, of which the
+            # service has none: it answered a 400 for the check of a charge point's OCPP
+            # connection that a proxy forwards with its Upgrade headers. The service never
+            # upgrades a connection; it answers such a request as the GET it also is.
+            adapter.websocket = False
+        return adapter
 
     def make_default_options_response(self) -> Response:
         # Flask's is a 200 with an empty text/html body: the methods are all it has to say.

@@ -154,3 +154,24 @@ class ProxyContract:
 
         assert allowed.status == 200, allowed.body
         assert_refused(refused, 401, "unauthorized")
+
+    def test_a_websocket_handshake_reaches_the_backend_once_the_check_allows_it(
+        self, stack, reader
+    ):
+        handshake = {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        allowed = stack.request(
+            "GET", "/api/v1/charge_points/cp-1", {**bearer(reader.secret), **handshake}
+        )
+        refused = stack.request("GET", "/api/v1/charge_points/cp-1", handshake)
+
+        # The echo backend answers it as a GET; what matters is that it heard the upgrade.
+        assert allowed.status == 200, allowed.body
+        assert allowed.heard_values("Upgrade") == ["websocket"]
+        assert [value.lower() for value in allowed.heard_values("Connection")] == ["upgrade"]
+        assert_heard_only_the_check(allowed, reader, "read:charge_points")
+        assert_refused(refused, 401, "unauthorized")

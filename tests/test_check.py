@@ -512,3 +512,29 @@ def test_with_rate_limits_switched_off_nothing_is_limited(unlimited, client, che
     listed = client.get("/api/v1/org/api-keys", headers=bearer(reader.key))
     assert listed.status_code == 403
     assert "RateLimit-Limit" not in listed.headers
+
+
+# A WebSocket handshake (OCPP's charge points connect so), forwarded with its Upgrade.
+
+WEBSOCKET = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [{"X-Required-Scope": "read:charge_points"}, traefik("GET", "/api/v1/charge_points/CP-1")],
+    ids=["required-scope", "traefik"],
+)
+def test_a_websocket_handshake_is_judged_as_the_get_it_is(check, reader, target):
+    allowed = check(reader.key, headers={**WEBSOCKET, **target})
+    refused = check(None, headers={**WEBSOCKET, **target})
+
+    assert allowed.status_code == 200, allowed.json
+    assert allowed.headers["X-Auth-Key-Id"] == reader.id
+    assert refused.status_code == 401
+    assert refused.json == UNAUTHORIZED
+
+
+def test_a_websocket_handshake_to_the_api_is_answered_as_a_get(client, admin):
+    response = client.get("/api/v1/org/api-keys", headers={**bearer(admin.key), **WEBSOCKET})
+    assert response.status_code == 200
+    assert response.json["total"] == 1
