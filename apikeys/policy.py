@@ -104,15 +104,16 @@ class Policy:
 def normalize_path(raw_uri: str) -> str | None:
     """The path a backend would serve for ``raw_uri``, or None for one too ambiguous to judge.
 
-    Drops the query and fragment, percent-decodes once and collapses empty segments.
-    Refuses ``.`` and ``..`` segments and ``;`` (backends resolve them in different ways,
-    so the check cannot know which resource they reach; real clients never send them),
-    raw whitespace, encoded slashes, backslashes and NUL, anything still percent-encoded
-    after one decoding (a backend that decodes twice would read it differently), and
-    control characters.
+    Drops the query, percent-decodes once and collapses empty segments. Refuses a raw
+    ``#`` (no request carries a fragment; nginx passes ``/a#/../b`` on as it came, for a
+    backend to read either way), ``.`` and ``..`` segments and ``;`` (backends resolve
+    them in different ways, so the check cannot know which resource they reach; real
+    clients never send them), raw whitespace, encoded slashes, backslashes and NUL,
+    anything still percent-encoded after one decoding (a backend that decodes twice would
+    read it differently), and control characters.
     """
-    path = _ABSOLUTE_FORM.sub("", raw_uri, count=1).partition("?")[0].partition("#")[0]
-    if not path.startswith("/") or _REFUSED_RAW.search(path):
+    path = _ABSOLUTE_FORM.sub("", raw_uri, count=1).partition("?")[0]
+    if not path.startswith("/") or "#" in raw_uri or _REFUSED_RAW.search(path):
         return None
     try:
         path = unquote(path, errors="strict")

@@ -175,3 +175,8 @@ class ProxyContract:
         assert [value.lower() for value in allowed.heard_values("Connection")] == ["upgrade"]
         assert_heard_only_the_check(allowed, reader, "read:charge_points")
         assert_refused(refused, 401, "unauthorized")
+
+    def test_a_raw_fragment_in_the_uri_is_denied(self, stack, reader):
+        # nginx passes it on as it came: a backend could resolve the dot segments after it.
+        path = "/api/v1/charge_points/cp-1#/../../billing/inv-1"
+        assert_refused(stack.request("GET", path, bearer(reader.secret)), 403, "forbidden")
