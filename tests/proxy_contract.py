@@ -7,6 +7,7 @@ and ``reader`` (a key of its own that reads charge points and nothing else).
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -180,3 +181,25 @@ class ProxyContract:
         # nginx passes it on as it came: a backend could resolve the dot segments after it.
         path = "/api/v1/charge_points/cp-1#/../../billing/inv-1"
         assert_refused(stack.request("GET", path, bearer(reader.secret)), 403, "forbidden")
+
+    def test_no_key_a_client_sends_is_written_in_the_proxys_log(self, stack, reader):
+        sent = [
+            ("GET", f"/api/v1/charge_points/cp-1?api_key={reader.secret}", {}),
+            ("GET", f"/api/v1/charge_points/{reader.secret}", {}),
+            ("GET", "/api/v1/charge_points/cp-1", {"User-Agent": f"sdk {reader.secret}"}),
+            ("GET", "/api/v1/charge_points/cp-1", {"Referer": f"https://x/?k={reader.secret}"}),
+            ("GET", "/api/v1/charge_points/cp-1", {"X_API_KEY": reader.secret}),
+            ("GET", "/api/v1/charge_points/cp-1", {"Authorization": _basic(reader.secret)}),
+        ]
+        for method, path, headers in sent:
+            stack.request(method, path, {**bearer(reader.secret), **headers})
+        stack.request("GET", "/api/v1/charge_points/after-the-keys")
+
+        log = stack.log.read_text()
+        assert "/api/v1/charge_points/after-the-keys" in log  # written, and no later
+        assert reader.secret not in log
+        assert reader.secret[len(crypto.PREFIX) :] not in log
+
+
+def _basic(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:".encode()).decode()
