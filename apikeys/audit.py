@@ -140,9 +140,12 @@ def _changes_json(changes: Mapping[str, tuple[Any, Any]]) -> str:
 
 
 def _client_text(value: str | None) -> str | None:
-    # Masked whole, then cut: a cut first could leave most of a key that straddles the cut.
-    # A key without its prefix is masked too (a search, but events are rare).
-    return None if value is None else crypto.masked_bare(crypto.masked(value))[:MAX_CLIENT_TEXT]
+    # Masked, then cut: a cut first could leave most of a key that straddles the cut (so
+    # a key's length past it is masked too). A key without its prefix is masked as well.
+    if value is None:
+        return None
+    kept = value[: MAX_CLIENT_TEXT + crypto.SECRET_LENGTH]
+    return crypto.masked_bare(crypto.masked(kept))[:MAX_CLIENT_TEXT]
 
 
 #: GET /api/v1/org/audit-events (and ``audit list``): an organization's events, newest first.
