@@ -159,6 +159,12 @@ def test_each_documented_status_is_really_answered(
     response = provoke(app, client, make_key, method, path, status)
     assert response.status_code == status, response.get_data(as_text=True)
     assert str(status) in documented(doc, method, path)
+    # Every answer shows the budget it spent, and says so.
+    listed = resolve(doc, documented(doc, method, path)[str(status)]).get("headers", {})
+    assert {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(listed)
+    assert {name for name in response.headers.keys() if name.startswith("RateLimit-")} <= set(
+        listed
+    )
     if status >= 400:
         assert set(response.json) == {"error"}
 

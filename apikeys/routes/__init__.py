@@ -117,6 +117,8 @@ RATE_LIMIT_HEADERS = {
     "RateLimit-Remaining": _header("What is left of it.", "integer"),
     "RateLimit-Reset": _header("Seconds until the window rolls over.", "integer"),
 }
+#: The same on the answers a budget let through: absent only when rate limits are off.
+BUDGET_HEADERS = {name: {**doc, "required": False} for name, doc in RATE_LIMIT_HEADERS.items()}
 ERROR_HEADERS = {
     401: {"WWW-Authenticate": _header('Bearer realm="api"')},
     429: {**RATE_LIMIT_HEADERS, "Retry-After": _header("Seconds to wait.", "integer")},
@@ -136,7 +138,7 @@ def error_responses(
     codes: Codes | None = None,
 ) -> list[Callable]:
     """flask-smorest decorators documenting each error status, in the error shape, with
-    the status's own headers and ``headers`` common to them all; ``codes`` names the
+    ``headers`` common to them all and the status's own (which win); ``codes`` names the
     service's errors a status can be, each given in the description and as an example
     (an error itself rather than its class gives its own message and details)."""
     descriptions, codes = descriptions or {}, codes or {}
@@ -153,7 +155,7 @@ def error_responses(
                 schema=ErrorSchema,
                 description=description,
                 examples=examples or None,
-                headers={**ERROR_HEADERS.get(status, {}), **(headers or {})} or None,
+                headers={**(headers or {}), **ERROR_HEADERS.get(status, {})} or None,
             )
         )
     return decorators
@@ -191,7 +193,8 @@ def protected(
 
     def decorator(view: Callable) -> Callable:
         view = requires(scope)(view)
-        for document in error_responses(blp, 401, 403, 429, *errors, codes=codes):
+        every = error_responses(blp, 401, 403, 429, *errors, headers=BUDGET_HEADERS, codes=codes)
+        for document in every:
             view = document(view)
         return blp.doc(security=SECURITY)(view)
 

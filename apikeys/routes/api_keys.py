@@ -8,7 +8,14 @@ from apikeys import audit, key_limits, service
 from apikeys.auth import authenticate, current_key
 from apikeys.errors import InvalidScope, NameTaken, PolicyViolation
 from apikeys.ratelimit import show_budget, spend_budget
-from apikeys.routes import BAD_PAGE, Blueprint, invalid_field, origin, protected
+from apikeys.routes import (
+    BAD_PAGE,
+    BUDGET_HEADERS,
+    Blueprint,
+    invalid_field,
+    origin,
+    protected,
+)
 from apikeys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from schemas.api_keys import (
     ApiKeyCreatedSchema,
@@ -86,7 +93,7 @@ class ApiKeys(MethodView):
     @protected(blp, READ_API_KEYS, 400, codes=BAD_PAGE)
     @blp.doc(operationId="listApiKeys")
     @blp.arguments(PageArgsSchema, location="query", error_status_code=400)
-    @blp.response(200, ApiKeyListSchema)
+    @blp.response(200, ApiKeyListSchema, headers=BUDGET_HEADERS)
     def get(self, args):
         """List your organization's keys, newest first (revoked keys are left out)"""
         page, total = service.page_of_keys(current_key().org_id, args["limit"], args["after"])
@@ -95,7 +102,7 @@ class ApiKeys(MethodView):
     @protected(blp, WRITE_API_KEYS, 400, 413, codes=CHANGE_REFUSED)
     @blp.doc(operationId="createApiKey", responses={201: {"links": CREATED_LINKS}})
     @blp.arguments(ApiKeyCreateSchema, error_status_code=400)
-    @blp.response(201, ApiKeyCreatedSchema, headers=NO_STORE)
+    @blp.response(201, ApiKeyCreatedSchema, headers=NO_STORE | BUDGET_HEADERS)
     def post(self, body):
         """Create a key: its secret is in this response and nowhere else, ever"""
         caller = current_key()
@@ -116,14 +123,14 @@ class ApiKeys(MethodView):
 class ApiKeyById(MethodView):
     @protected(blp, READ_API_KEYS, 404)
     @blp.doc(operationId="getApiKey", responses={200: {"links": FOUND_LINKS}})
-    @blp.response(200, ApiKeySchema)
+    @blp.response(200, ApiKeySchema, headers=BUDGET_HEADERS)
     def get(self, key_id):
         """Get one of your organization's keys"""
         return service.get_key(current_key().org_id, key_id)
 
     @protected(blp, WRITE_API_KEYS, 404)
     @blp.doc(operationId="revokeApiKey", responses={204: {"links": REVOKED_LINKS}})
-    @blp.response(204)
+    @blp.response(204, headers=BUDGET_HEADERS)
     def delete(self, key_id):
         """Revoke a key, for good; the next request that presents it fails"""
         service.revoke_key(current_key().org_id, key_id, origin())
@@ -131,7 +138,7 @@ class ApiKeyById(MethodView):
     @protected(blp, WRITE_API_KEYS, 400, 404, 413, codes=CHANGE_REFUSED)
     @blp.doc(operationId="updateApiKey")
     @blp.arguments(ApiKeyUpdateSchema, error_status_code=400)
-    @blp.response(200, ApiKeySchema)
+    @blp.response(200, ApiKeySchema, headers=BUDGET_HEADERS)
     def patch(self, body, key_id):
         """Change a key's name, scopes, expiry or rate limit; the next request sees it"""
         caller = current_key()
@@ -150,7 +157,7 @@ class RollApiKey(MethodView):
     @protected(blp, WRITE_API_KEYS, 400, 404, 413, codes=ROLL_REFUSED)
     @blp.doc(operationId="rollApiKey", responses={200: {"links": ROLLED_LINKS}})
     @blp.arguments(ApiKeyRollSchema, required=False, error_status_code=400)
-    @blp.response(200, ApiKeyRolledSchema, headers=NO_STORE)
+    @blp.response(200, ApiKeyRolledSchema, headers=NO_STORE | BUDGET_HEADERS)
     def post(self, body, key_id):
         """Give a key a new secret; the old one works through the grace period, then never"""
         caller = current_key()

@@ -6,7 +6,7 @@ from flask.views import MethodView
 from apikeys import audit
 from apikeys.auth import authenticate, current_key
 from apikeys.ratelimit import show_budget, spend_budget
-from apikeys.routes import BAD_PAGE, Blueprint, protected
+from apikeys.routes import BAD_PAGE, BUDGET_HEADERS, Blueprint, protected
 from apikeys.scopes import READ_AUDIT_LOG
 from schemas.audit import AuditEventListSchema
 from schemas.pagination import PageArgsSchema
@@ -28,7 +28,7 @@ class AuditEvents(MethodView):
     @protected(blp, READ_AUDIT_LOG, 400, codes=BAD_PAGE)
     @blp.doc(operationId="listAuditEvents")
     @blp.arguments(PageArgsSchema, location="query", error_status_code=400)
-    @blp.response(200, AuditEventListSchema)
+    @blp.response(200, AuditEventListSchema, headers=BUDGET_HEADERS)
     def get(self, args):
         """List your organization's audit events, newest first"""
         retention = current_app.config["AUDIT_RETENTION_DAYS"]

@@ -32,7 +32,7 @@ from apikeys.auth import SECURITY, authenticate, current_key, header
 from apikeys.errors import Forbidden, InvalidRequest
 from apikeys.policy import METHODS, Policy
 from apikeys.ratelimit import show_budget, spend_budget_from_lease
-from apikeys.routes import Blueprint, documented, error_responses
+from apikeys.routes import BUDGET_HEADERS, Blueprint, documented, error_responses
 from apikeys.scopes import SCOPES, normalize
 from apikeys.serving import HIDDEN_HEADERS, REPEATED_HEADERS
 from apikeys.verification import Principal
@@ -169,7 +169,7 @@ def _route_scopes(policy: Policy, method: str, uri: str) -> list[str] | None:
 @blp.route("/check", methods=list(METHODS))
 @documented(
     blp.doc(security=SECURITY, parameters=_HEADER_DOCS),
-    blp.response(200, CheckSchema, headers=_ANSWER_HEADERS),
+    blp.response(200, CheckSchema, headers=_ANSWER_HEADERS | BUDGET_HEADERS),
     *error_responses(
         blp,
         400,
@@ -180,7 +180,7 @@ def _route_scopes(policy: Policy, method: str, uri: str) -> list[str] | None:
             400: "No target, an unknown scope, or a header sent twice",
             403: "Lacks the scope, or an unknown route",
         },
-        headers=_ERROR_HEADERS,
+        headers=_ERROR_HEADERS | BUDGET_HEADERS,
     ),
 )
 def check():
