@@ -9,7 +9,7 @@ from typing import Any
 
 import flask_smorest
 from flask import request
-from marshmallow import missing
+from marshmallow import Schema, ValidationError, missing
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -18,8 +18,8 @@ from apikeys.auth import SECURITY, current_key, header, requires
 from apikeys.errors import InvalidRequest, ServiceError
 from apikeys.http_errors import VALIDATION_MESSAGE
 from apikeys.logs import request_id
-from apikeys.pagination import MAX_LIMIT
 from schemas.errors import ErrorSchema
+from schemas.pagination import PageArgsSchema
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -167,19 +167,18 @@ def _example(error: type[ServiceError] | ServiceError) -> dict[str, Any]:
     return shown if details is None else {**shown, "details": details}
 
 
-def invalid_field(name: str, problem: str) -> InvalidRequest:
-    """A 400 for one field, as validation answers it: for the documents' examples."""
-    return InvalidRequest(VALIDATION_MESSAGE, {name: [problem]})
+def invalid_field(schema: type[Schema], name: str, value: Any) -> InvalidRequest:
+    """The 400 that ``schema`` answers for ``value`` in its field ``name``, in the schema's
+    own words: for the documents' examples."""
+    try:
+        schema().fields[name].deserialize(value)
+    except ValidationError as error:
+        return InvalidRequest(VALIDATION_MESSAGE, {name: error.messages})
+    raise ValueError(f"{value!r} is a valid {name}")
 
 
 #: What a listing's 400 can be: a ``limit`` or ``after`` it cannot read.
-BAD_PAGE = {
-    400: (
-        invalid_field(
-            "limit", f"Must be greater than or equal to 1 and less than or equal to {MAX_LIMIT}."
-        ),
-    )
-}
+BAD_PAGE = {400: (invalid_field(PageArgsSchema, "limit", "0"),)}
 
 
 def protected(

@@ -78,12 +78,8 @@ REVOKED_LINKS = {
     }
 }
 #: The codes of a refused create or PATCH, and of a refused roll (SPEC 3, 11).
-_BAD_EXPIRY = invalid_field(
-    "expires_in_days", "Must be greater than or equal to 1 and less than or equal to 3650."
-)
-_BAD_GRACE = invalid_field(
-    "grace_period_seconds", "Must be greater than or equal to 0 and less than or equal to 604800."
-)
+_BAD_EXPIRY = invalid_field(ApiKeyCreateSchema, "expires_in_days", 0)
+_BAD_GRACE = invalid_field(ApiKeyRollSchema, "grace_period_seconds", -1)
 CHANGE_REFUSED = {400: (_BAD_EXPIRY, InvalidScope, NameTaken, PolicyViolation)}
 ROLL_REFUSED = {400: (_BAD_GRACE, PolicyViolation)}
 
