@@ -24,7 +24,11 @@ class Throttled:
     def warning(self, message: str, *args: object) -> None:
         with self._lock:
             now = time.monotonic()
-            if now < self._next:
+            if now >= self._next and self._timer is None:
+                self._next = now + self.seconds
+            else:
+                # Held back; its interval's timer writes the last one held (even one that
+                # came after the interval, while the timer ran late).
                 self._held += 1
                 self._last = (message, args)
                 if self._timer is None:
@@ -32,24 +36,12 @@ class Throttled:
                     self._timer.daemon = True
                     self._timer.start()
                 return
-            # Its interval has ended: written now, with the count of any its timer has not
-            # written yet (a timer may run late on a busy machine).
-            more, self._held, self._next = self._held, 0, now + self.seconds
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        self._write(message, args, more)
+        self.logger.warning(message, *args)
 
     def _write_held(self) -> None:
         with self._lock:
-            if self._timer is not threading.current_thread():
-                return  # cancelled once it had started: a warning after it wrote them
-            self._timer = None
             (message, args), more = self._last, self._held - 1
-            self._held, self._next = 0, time.monotonic() + self.seconds
-        self._write(message, args, more)
-
-    def _write(self, message: str, args: tuple[object, ...], more: int) -> None:
+            self._held, self._timer, self._next = 0, None, time.monotonic() + self.seconds
         if more:
             message += f" (and {more} more like it since the last such line)"
         self.logger.warning(message, *args)
