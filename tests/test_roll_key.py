@@ -158,7 +158,7 @@ def test_a_grace_ends_with_the_key_when_a_later_change_makes_it_expire_first(
 ):
     target = make_key()
     with time_machine.travel(NOW, tick=False):
-        roll(client, admin.key, target.id, {"grace_period_seconds": 604_800})
+        rolled = roll(client, admin.key, target.id, {"grace_period_seconds": 604_800}).json
         patch = {"expires_in_days": 1}
         changed = client.patch(f"{URL}/{target.id}", headers=bearer(admin.key), json=patch).json
     assert changed["expires_at"] == rfc3339(NOW + timedelta(days=1))
@@ -167,9 +167,11 @@ def test_a_grace_ends_with_the_key_when_a_later_change_makes_it_expire_first(
         one(client, admin.key, target.id).json["previous_key_expires_at"] == changed["expires_at"]
     )
     with time_machine.travel(NOW + timedelta(days=2), tick=False):  # made never to expire again
-        client.patch(
+        renewed = client.patch(
             f"{URL}/{target.id}", headers=bearer(admin.key), json={"expires_in_days": None}
         )
+        assert renewed.status_code == 200
+        assert check(client, rolled["key"]) == 200
         assert check(client, target.key) == 401
 
 
